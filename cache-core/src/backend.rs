@@ -1,0 +1,261 @@
+//! The [`Backend`] trait: where cached entries live.
+//!
+//! One object-safe trait, held as `Arc<dyn Backend>` by the [registry](crate::registry). Every
+//! operation has an async form (for async fns) and a `_blocking` form (for sync fns, callable
+//! inside or outside a tokio runtime). In-process backends also answer
+//! [`Backend::lookup_local`], the allocation-free hit path.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::CacheError;
+use crate::key::KeyBuf;
+use crate::stats::BackendStats;
+use crate::value::{Hit, SharedValue};
+
+/// A boxed, sendable future (what the async operations of [`Backend`] return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The in-process identity of a key: a seeded hash and the binary encoding.
+///
+/// Borrowed, built on the stack by the runtime for every call; this is all the memory hit path
+/// needs.
+#[derive(Clone, Copy)]
+pub struct LocalKey<'a> {
+    /// [`crate::hash::local_hash`] of `bytes`.
+    pub hash: u64,
+    /// The binary encoding (function identity + arguments).
+    pub bytes: &'a [u8],
+}
+
+/// A complete key: its readable text (what Redis and logs see) and its in-process identity.
+///
+/// ```
+/// let key = cache_core::Key::new("app::get_user(7)", b"\x07");
+/// assert_eq!(key.text(), "app::get_user(7)");
+/// ```
+#[derive(Clone)]
+pub struct Key {
+    text: Arc<str>,
+    bytes: Box<[u8]>,
+    hash: u64,
+}
+
+impl Key {
+    /// A key from its readable text and binary encoding.
+    pub fn new(text: impl Into<Arc<str>>, bytes: &[u8]) -> Self {
+        Key {
+            text: text.into(),
+            hash: crate::hash::local_hash(bytes),
+            bytes: bytes.into(),
+        }
+    }
+
+    /// A key from its readable text only (the binary encoding is the text itself). Used for
+    /// keys that arrive from other processes.
+    pub fn from_text(text: impl Into<Arc<str>>) -> Self {
+        let text: Arc<str> = text.into();
+        let bytes: Box<[u8]> = text.as_bytes().into();
+        Key {
+            hash: crate::hash::local_hash(&bytes),
+            text,
+            bytes,
+        }
+    }
+
+    pub(crate) fn from_buf(text: Arc<str>, buf: &KeyBuf, hash: u64) -> Self {
+        Key {
+            text,
+            bytes: buf.as_bytes().into(),
+            hash,
+        }
+    }
+
+    /// The readable text, e.g. `myapp::get_user(42)`.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The readable text, shared.
+    pub fn text_arc(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    /// The in-process identity.
+    pub fn local(&self) -> LocalKey<'_> {
+        LocalKey {
+            hash: self.hash,
+            bytes: &self.bytes,
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Key").field(&self.text).finish()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A fill ticket handed out with a miss. A set carrying a lease that predates an invalidation of
+/// the key or of any of its dependencies is rejected ([`SetOutcome::Rejected`]): no stale set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lease(pub u64);
+
+impl Lease {
+    /// A lease newer than every invalidation: the set is never rejected. Used by write-through
+    /// (`#[cache_put]`), whose value is the newest by construction.
+    pub const UNCONDITIONAL: Lease = Lease(u64::MAX);
+}
+
+/// The answer of [`Backend::get`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// The entry exists.
+    Hit(Hit),
+    /// No entry; fill it with this lease.
+    Miss(Lease),
+}
+
+/// The answer of [`Backend::lookup_local`].
+#[derive(Debug)]
+pub enum LocalLookup {
+    /// Found in process.
+    Hit(SharedValue),
+    /// Definitely absent (an in-process backend): fill with this lease.
+    Miss(Lease),
+    /// This backend is not (only) in process: ask [`Backend::get`].
+    Remote,
+}
+
+/// How an entry is stored: expiration and dependencies.
+///
+/// ```
+/// use std::time::Duration;
+/// let o = cache_core::EntryOptions::new()
+///     .ttl(Duration::from_secs(60))
+///     .depends_on("user:7");
+/// assert_eq!(o.dependencies, vec!["user:7".to_string()]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryOptions {
+    /// Absolute expiration: the entry is gone this long after it was stored.
+    pub ttl: Option<Duration>,
+    /// Sliding expiration: the entry is gone after this long without a read.
+    pub sliding: Option<Duration>,
+    /// Dependencies: invalidating any of them removes the entry.
+    pub dependencies: Vec<String>,
+}
+
+impl EntryOptions {
+    /// No expiration, no dependencies.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the absolute expiration.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// Sets the sliding expiration.
+    pub fn sliding(mut self, sliding: Duration) -> Self {
+        self.sliding = Some(sliding);
+        self
+    }
+    /// Adds a dependency.
+    pub fn depends_on(mut self, dependency: impl Into<String>) -> Self {
+        self.dependencies.push(dependency.into());
+        self
+    }
+}
+
+/// The result of a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The entry was stored.
+    Stored,
+    /// The lease predates an invalidation of the key or a dependency: the value was dropped.
+    Rejected,
+}
+
+/// Where cached entries live. Object-safe; implement it to add a store.
+///
+/// Rules every backend keeps:
+/// * `get`/`lookup_local` never return an entry past its expiration;
+/// * a `set` whose lease predates an invalidation of its key or of one of its dependencies is
+///   rejected, atomically with respect to invalidations (no stale set);
+/// * `remove` and `invalidate` are transitive: an entry whose key is invalidated also invalidates
+///   every entry that depends on that key (the key text is an implicit dependency of its entry);
+/// * errors are returned, never panicked; the runtime turns them into misses (fail-open).
+///
+/// ```
+/// use std::sync::Arc;
+/// use cache_core::{Backend, MemoryBackend};
+/// let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+/// assert_eq!(backend.name(), "memory");
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and stats (`memory`, `redis`, ...).
+    fn name(&self) -> &str;
+
+    /// The in-process lookup: no I/O, no allocation. In-process backends answer `Hit` or
+    /// `Miss`; others keep the default, `Remote`.
+    fn lookup_local(&self, key: &LocalKey<'_>) -> LocalLookup {
+        let _ = key;
+        LocalLookup::Remote
+    }
+
+    /// Reads an entry.
+    fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>>;
+    /// Reads an entry (blocking form).
+    fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError>;
+
+    /// Stores an entry unless `lease` predates an invalidation of the key or a dependency.
+    fn set<'a>(
+        &'a self,
+        key: &'a Key,
+        value: SharedValue,
+        options: &'a EntryOptions,
+        lease: Lease,
+    ) -> BoxFuture<'a, Result<SetOutcome, CacheError>>;
+    /// Stores an entry (blocking form).
+    fn set_blocking(
+        &self,
+        key: &Key,
+        value: SharedValue,
+        options: &EntryOptions,
+        lease: Lease,
+    ) -> Result<SetOutcome, CacheError>;
+
+    /// Removes an entry and, transitively, every entry depending on its key.
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>>;
+    /// Removes an entry (blocking form).
+    fn remove_blocking(&self, key: &Key) -> Result<(), CacheError>;
+
+    /// Invalidates a dependency: removes every entry depending on it, transitively.
+    fn invalidate<'a>(&'a self, dependency: &'a str) -> BoxFuture<'a, Result<(), CacheError>>;
+    /// Invalidates a dependency (blocking form).
+    fn invalidate_blocking(&self, dependency: &str) -> Result<(), CacheError>;
+
+    /// Removes every entry.
+    fn clear(&self) -> BoxFuture<'_, Result<(), CacheError>>;
+    /// Removes every entry (blocking form).
+    fn clear_blocking(&self) -> Result<(), CacheError>;
+
+    /// Counters of this backend.
+    fn stats(&self) -> BackendStats;
+}
+
+impl fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Backend({})", self.name())
+    }
+}

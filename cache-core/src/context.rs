@@ -1,0 +1,123 @@
+//! The dependency context: what the entry being filled depends on.
+//!
+//! While a cached function's body runs on a miss, a collector is active: in async code it is
+//! task-local (it follows the task across `.await`), in sync code thread-local. Every cached
+//! function called inside the body (hit or miss) adds its key to it, and so does
+//! [`add_dependency`]. When the body returns, the collected keys become dependencies of the new
+//! entry, next to its `depends_on` templates; invalidating any of them removes the entry.
+//!
+//! Work spawned onto other tasks (`tokio::spawn`) does not carry the collector.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+tokio::task_local! {
+    static TASK_DEPS: RefCell<Vec<String>>;
+}
+thread_local! {
+    static SYNC_DEPS: RefCell<Vec<Vec<String>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Adds a dependency to the entry being filled (no-op outside a cached function's body).
+///
+/// ```
+/// use cache_core::context::{add_dependency, collect_blocking};
+/// let ((), deps) = collect_blocking(|| add_dependency("user:7"));
+/// assert_eq!(deps, vec!["user:7".to_string()]);
+/// ```
+pub fn add_dependency(dependency: impl Into<String>) {
+    let dep = dependency.into();
+    let mut dep = Some(dep);
+    let _ = SYNC_DEPS.try_with(|s| {
+        if let Some(top) = s.borrow_mut().last_mut() {
+            top.push(dep.take().expect("taken once"));
+        }
+    });
+    if let Some(dep) = dep {
+        let _ = TASK_DEPS.try_with(|c| c.borrow_mut().push(dep));
+    }
+}
+
+/// True when a collector is active (inside a cached function's body that is filling).
+#[inline]
+pub fn is_collecting() -> bool {
+    SYNC_DEPS
+        .try_with(|s| !s.borrow().is_empty())
+        .unwrap_or(false)
+        || TASK_DEPS.try_with(|_| ()).is_ok()
+}
+
+/// Runs `f` with a fresh thread-local collector and returns what it collected.
+pub fn collect_blocking<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    SYNC_DEPS.with(|s| s.borrow_mut().push(Vec::new()));
+    struct Pop(Option<Vec<String>>);
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            if self.0.is_none() {
+                // unwinding: drop the collector of this scope
+                let _ = SYNC_DEPS.try_with(|s| s.borrow_mut().pop());
+            }
+        }
+    }
+    let mut guard = Pop(None);
+    let r = f();
+    let deps = SYNC_DEPS
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_default();
+    guard.0 = Some(Vec::new());
+    (r, deps)
+}
+
+/// Runs `fut` with a fresh task-local collector and returns what it collected.
+pub async fn collect<F: Future>(fut: F) -> (F::Output, Vec<String>) {
+    TASK_DEPS
+        .scope(RefCell::new(Vec::new()), async {
+            let r = fut.await;
+            let deps = TASK_DEPS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            (r, deps)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_sync_scopes() {
+        let ((inner, ()), outer) = collect_blocking(|| {
+            add_dependency("a");
+            let r = collect_blocking(|| add_dependency("b"));
+            add_dependency("c");
+            (r.1, ())
+        });
+        assert_eq!(inner, vec!["b"]);
+        assert_eq!(outer, vec!["a", "c"]);
+        assert!(!is_collecting());
+    }
+
+    #[tokio::test]
+    async fn async_scope_crosses_await() {
+        let ((), deps) = collect(async {
+            add_dependency("x");
+            tokio::task::yield_now().await;
+            assert!(is_collecting());
+            add_dependency("y");
+        })
+        .await;
+        assert_eq!(deps, vec!["x", "y"]);
+        assert!(!is_collecting());
+    }
+
+    #[tokio::test]
+    async fn sync_inside_async_goes_to_innermost() {
+        let (inner, outer) = collect(async {
+            let ((), inner) = collect_blocking(|| add_dependency("sync"));
+            add_dependency("async");
+            inner
+        })
+        .await;
+        assert_eq!(inner, vec!["sync"]);
+        assert_eq!(outer, vec!["async"]);
+    }
+}

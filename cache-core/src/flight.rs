@@ -1,0 +1,180 @@
+//! Single flight: concurrent misses of one key run the function once per process.
+//!
+//! The first caller to miss becomes the *leader* and holds a [`Leader`] guard; callers that miss
+//! the same key meanwhile *follow*: they wait for the leader's value. If the leader finishes
+//! without a value to share (an `Err`, a rejected stale fill), panics, or is cancelled (its future
+//! dropped), the guard's `Drop` wakes the followers and they start over: one of them leads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::value::SharedValue;
+
+#[derive(Clone)]
+enum State {
+    Running,
+    Done(SharedValue),
+    Abandoned,
+}
+
+pub(crate) struct Flight {
+    state: Mutex<State>,
+    cond: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+/// What a follower got.
+pub(crate) enum Outcome {
+    /// The leader's value.
+    Value(SharedValue),
+    /// The leader gave up: start over.
+    Retry,
+}
+
+impl Flight {
+    fn new() -> Self {
+        Flight {
+            state: Mutex::new(State::Running),
+            cond: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn outcome(state: &State) -> Option<Outcome> {
+        match state {
+            State::Running => None,
+            State::Done(v) => Some(Outcome::Value(v.clone())),
+            State::Abandoned => Some(Outcome::Retry),
+        }
+    }
+
+    pub(crate) fn wait_blocking(&self) -> Outcome {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(o) = Self::outcome(&st) {
+                return o;
+            }
+            self.cond.wait(&mut st);
+        }
+    }
+
+    pub(crate) async fn wait(&self) -> Outcome {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(o) = Self::outcome(&self.state.lock()) {
+                return o;
+            }
+            notified.await;
+        }
+    }
+
+    fn finish(&self, state: State) {
+        *self.state.lock() = state;
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+    }
+}
+
+/// The flights of one cached function, by binary key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<Box<[u8]>, Arc<Flight>>>,
+}
+
+/// Either lead the computation or follow the one in progress.
+pub(crate) enum Join<'a> {
+    Lead(Leader<'a>),
+    Follow(Arc<Flight>),
+}
+
+impl Flights {
+    pub(crate) fn join(&self, key: &[u8]) -> Join<'_> {
+        let mut map = self.map.lock();
+        if let Some(f) = map.get(key) {
+            return Join::Follow(f.clone());
+        }
+        let flight = Arc::new(Flight::new());
+        map.insert(key.into(), flight.clone());
+        Join::Lead(Leader {
+            flights: self,
+            key: key.into(),
+            flight,
+            done: false,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+}
+
+/// The leader's guard: share a value with [`Leader::complete`], or drop it to make followers
+/// retry.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: Box<[u8]>,
+    flight: Arc<Flight>,
+    done: bool,
+}
+
+impl Leader<'_> {
+    fn end(&mut self, state: State) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.flights.map.lock().remove(&self.key);
+        self.flight.finish(state);
+    }
+
+    /// Shares `value` with the followers.
+    pub(crate) fn complete(mut self, value: SharedValue) {
+        self.end(State::Done(value));
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        self.end(State::Abandoned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_drop_releases_followers() {
+        let flights = Flights::default();
+        let Join::Lead(leader) = flights.join(b"k") else {
+            panic!("first caller leads")
+        };
+        let Join::Follow(f) = flights.join(b"k") else {
+            panic!("second caller follows")
+        };
+        drop(leader);
+        assert!(matches!(f.wait_blocking(), Outcome::Retry));
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[test]
+    fn complete_shares_value() {
+        let flights = Flights::default();
+        let Join::Lead(leader) = flights.join(b"k") else {
+            panic!()
+        };
+        let Join::Follow(f) = flights.join(b"k") else {
+            panic!()
+        };
+        leader.complete(crate::value::share(3u8));
+        match f.wait_blocking() {
+            Outcome::Value(v) => assert_eq!(crate::value::downcast::<u8>(&*v), Some(3)),
+            Outcome::Retry => panic!("expected a value"),
+        }
+    }
+}

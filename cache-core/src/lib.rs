@@ -1,0 +1,69 @@
+//! # cache-core
+//!
+//! Aspect-style caching for Rust functions: put `#[cached]` on a function and its results are
+//! kept in a cache, keyed by its arguments; put `#[invalidates(...)]` on the functions that
+//! change the data. This crate is the runtime: keys, the [`Backend`] trait, the in-memory
+//! backend (the embedded default), the registry, the dependency context and the stats.
+//!
+//! ```
+//! use cache_core::{Backend, EntryOptions, Key, Lookup, MemoryBackend, SetOutcome};
+//!
+//! let mem = MemoryBackend::new();
+//! let key = Key::new("app::answer()", b"answer");
+//! let Lookup::Miss(lease) = mem.get_blocking(&key).unwrap() else { unreachable!() };
+//! let stored = mem
+//!     .set_blocking(&key, cache_core::value::share(42u32), &EntryOptions::new(), lease)
+//!     .unwrap();
+//! assert_eq!(stored, SetOutcome::Stored);
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod context;
+pub mod error;
+mod flight;
+pub mod hash;
+pub mod key;
+pub mod memory;
+pub mod registry;
+pub mod runtime;
+pub mod stats;
+pub mod value;
+
+pub use backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
+pub use context::add_dependency;
+pub use error::CacheError;
+pub use key::KeyPart;
+pub use memory::MemoryBackend;
+pub use registry::{configure, Profile};
+pub use runtime::{all_stats, invalidate_dependency, invalidate_dependency_blocking, EntryRef, FnRef};
+pub use stats::{BackendStats, FnStats};
+pub use value::Cacheable;
+
+/// Items used by the code the macros generate. Not a public API: names may change in any
+/// release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::key::{KeyBuf, KeyPart};
+    pub use crate::runtime::{Begin, CallInfo, EntryRef, FnCache, FnMeta, FnRef, Filler, Mode, RawKey};
+    pub use crate::value::Cacheable;
+    pub use ::core::time::Duration;
+
+    /// Type-checks a key parameter (the error points at the parameter).
+    #[inline(always)]
+    pub fn assert_key_part<T: KeyPart + ?Sized>(_: &T) {}
+
+    /// Type-checks a cached value type.
+    #[inline(always)]
+    pub fn assert_cacheable<T: Cacheable>() {}
+
+    /// Invalidates a dependency on every backend; errors are logged, not returned.
+    pub async fn invalidate_dependency(dep: String) {
+        let _ = crate::runtime::invalidate_dependency(&dep).await;
+    }
+
+    /// Invalidates a dependency on every backend (blocking form).
+    pub fn invalidate_dependency_blocking(dep: String) {
+        let _ = crate::runtime::invalidate_dependency_blocking(&dep);
+    }
+}

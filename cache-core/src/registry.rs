@@ -1,0 +1,354 @@
+//! The registry: which backend a cached function uses.
+//!
+//! * a **global default** backend: the [`MemoryBackend`] when nothing is configured;
+//! * **named profiles** (`#[cached(profile = "hot")]`) carrying ttl, sliding expiration and an
+//!   optional backend of their own;
+//! * a **scoped override** ([`with_backend`], [`with_backend_blocking`]) that sends every cached
+//!   call made inside the scope (across `.await`) to another backend, so tests don't share state;
+//! * a run-time switch ([`set_enabled`]) that turns caching off: functions run every time.
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use cache_core::{registry::{self, Profile}, MemoryBackend};
+//!
+//! registry::configure()
+//!     .default_backend(Arc::new(MemoryBackend::new()))
+//!     .profile("hot", Profile::new().ttl(Duration::from_secs(5)))
+//!     .apply()
+//!     .unwrap();
+//! assert!(registry::profile("hot").is_some());
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::backend::Backend;
+use crate::error::CacheError;
+use crate::memory::MemoryBackend;
+
+/// Settings shared by the functions that name a profile.
+///
+/// A function's own `ttl`/`sliding` win over its profile's.
+#[derive(Clone, Default)]
+pub struct Profile {
+    /// Absolute expiration of entries.
+    pub ttl: Option<Duration>,
+    /// Sliding expiration of entries.
+    pub sliding: Option<Duration>,
+    /// The backend of this profile; the default backend when `None`.
+    pub backend: Option<Arc<dyn Backend>>,
+}
+
+impl Profile {
+    /// An empty profile (default backend, no expiration).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the absolute expiration.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// Sets the sliding expiration.
+    pub fn sliding(mut self, sliding: Duration) -> Self {
+        self.sliding = Some(sliding);
+        self
+    }
+    /// Sets the backend.
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("ttl", &self.ttl)
+            .field("sliding", &self.sliding)
+            .field("backend", &self.backend.as_ref().map(|b| b.name().to_string()))
+            .finish()
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) default: Arc<dyn Backend>,
+    pub(crate) profiles: HashMap<String, Profile>,
+}
+
+static STATE: LazyLock<ArcSwap<State>> = LazyLock::new(|| {
+    ArcSwap::from_pointee(State {
+        default: Arc::new(MemoryBackend::new()),
+        profiles: HashMap::new(),
+    })
+});
+static ENABLED: AtomicBool = AtomicBool::new(true);
+static OVERRIDES: AtomicUsize = AtomicUsize::new(0);
+
+tokio::task_local! {
+    static TASK_OVERRIDE: Arc<dyn Backend>;
+}
+thread_local! {
+    static THREAD_OVERRIDE: RefCell<Vec<Arc<dyn Backend>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Starts a configuration; nothing changes until [`Config::apply`].
+pub fn configure() -> Config {
+    Config::default()
+}
+
+/// A configuration being built. Profiles not named here are kept.
+#[derive(Default)]
+pub struct Config {
+    default: Option<Arc<dyn Backend>>,
+    profiles: Vec<(String, Profile)>,
+    enabled: Option<bool>,
+}
+
+impl Config {
+    /// Sets the global default backend.
+    pub fn default_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.default = Some(backend);
+        self
+    }
+    /// Adds (or replaces) a named profile.
+    pub fn profile(mut self, name: impl Into<String>, profile: Profile) -> Self {
+        self.profiles.push((name.into(), profile));
+        self
+    }
+    /// Turns caching on or off.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = Some(enabled);
+        self
+    }
+    /// Checks and installs the configuration. An invalid value is an `Err` naming the field
+    /// (e.g. `profile.hot.ttl`), and nothing is installed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_core::registry::{configure, Profile};
+    /// let err = configure().profile("", Profile::new()).apply().unwrap_err();
+    /// assert!(err.to_string().contains("profile"));
+    /// let err = configure().profile("z", Profile::new().ttl(Duration::ZERO)).apply().unwrap_err();
+    /// assert!(err.to_string().contains("profile.z.ttl"));
+    /// ```
+    pub fn apply(self) -> Result<(), CacheError> {
+        for (name, p) in &self.profiles {
+            if name.is_empty() {
+                return Err(CacheError::config("profile", "a profile name cannot be empty"));
+            }
+            if p.ttl == Some(Duration::ZERO) {
+                return Err(CacheError::config(
+                    format!("profile.{name}.ttl"),
+                    "must be greater than zero (leave it unset for no expiration)",
+                ));
+            }
+            if p.sliding == Some(Duration::ZERO) {
+                return Err(CacheError::config(
+                    format!("profile.{name}.sliding"),
+                    "must be greater than zero (leave it unset for no sliding expiration)",
+                ));
+            }
+        }
+        let cur = STATE.load();
+        let mut profiles = cur.profiles.clone();
+        for (name, p) in self.profiles {
+            profiles.insert(name, p);
+        }
+        STATE.store(Arc::new(State {
+            default: self.default.unwrap_or_else(|| cur.default.clone()),
+            profiles,
+        }));
+        if let Some(e) = self.enabled {
+            set_enabled(e);
+        }
+        Ok(())
+    }
+}
+
+/// Installs `backend` as the global default (shortcut for
+/// `configure().default_backend(backend).apply()`).
+///
+/// ```
+/// use std::sync::Arc;
+/// cache_core::registry::install(Arc::new(cache_core::MemoryBackend::new()));
+/// assert_eq!(cache_core::registry::default_backend().name(), "memory");
+/// ```
+pub fn install(backend: Arc<dyn Backend>) {
+    let cur = STATE.load();
+    STATE.store(Arc::new(State {
+        default: backend,
+        profiles: cur.profiles.clone(),
+    }));
+}
+
+/// The global default backend (ignores scoped overrides).
+pub fn default_backend() -> Arc<dyn Backend> {
+    STATE.load().default.clone()
+}
+
+/// A configured profile.
+pub fn profile(name: &str) -> Option<Profile> {
+    STATE.load().profiles.get(name).cloned()
+}
+
+/// Turns caching on or off at run time. Off: cached functions run their body every time and
+/// store nothing.
+///
+/// ```
+/// cache_core::registry::set_enabled(false);
+/// assert!(!cache_core::registry::is_enabled());
+/// cache_core::registry::set_enabled(true);
+/// ```
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether caching is on.
+#[inline]
+pub fn is_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Runs `fut` with every cached call inside it (across `.await`, in this task) going to
+/// `backend`, whatever the default or the profiles say.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cache_core::{registry, MemoryBackend};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mem = Arc::new(MemoryBackend::new());
+/// registry::with_backend(mem.clone(), async {
+///     assert_eq!(registry::current_backend(None).name(), "memory");
+/// }).await;
+/// # });
+/// ```
+pub async fn with_backend<F: Future>(backend: Arc<dyn Backend>, fut: F) -> F::Output {
+    let _count = OverrideCount::new();
+    TASK_OVERRIDE.scope(backend, fut).await
+}
+
+/// Runs `f` with every cached call made on this thread inside it going to `backend`.
+pub fn with_backend_blocking<R>(backend: Arc<dyn Backend>, f: impl FnOnce() -> R) -> R {
+    let _count = OverrideCount::new();
+    THREAD_OVERRIDE.with(|s| s.borrow_mut().push(backend));
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            let _ = THREAD_OVERRIDE.try_with(|s| s.borrow_mut().pop());
+        }
+    }
+    let _pop = Pop;
+    f()
+}
+
+struct OverrideCount;
+impl OverrideCount {
+    fn new() -> Self {
+        OVERRIDES.fetch_add(1, Ordering::SeqCst);
+        OverrideCount
+    }
+}
+impl Drop for OverrideCount {
+    fn drop(&mut self) {
+        OVERRIDES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[inline]
+fn scoped_override() -> Option<Arc<dyn Backend>> {
+    if OVERRIDES.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let t = THREAD_OVERRIDE
+        .try_with(|s| s.borrow().last().cloned())
+        .ok()
+        .flatten();
+    t.or_else(|| TASK_OVERRIDE.try_with(|b| b.clone()).ok())
+}
+
+/// What a call resolves to: a backend and the profile's expiration settings.
+pub(crate) struct Resolved {
+    pub(crate) backend: ResolvedBackend,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) sliding: Option<Duration>,
+    pub(crate) unknown_profile: bool,
+}
+
+pub(crate) enum ResolvedBackend {
+    Guard(arc_swap::Guard<Arc<State>>, Option<Arc<dyn Backend>>),
+    Owned(Arc<dyn Backend>),
+}
+
+impl ResolvedBackend {
+    #[inline]
+    pub(crate) fn get(&self) -> &Arc<dyn Backend> {
+        match self {
+            ResolvedBackend::Guard(g, Some(b)) => {
+                let _ = g;
+                b
+            }
+            ResolvedBackend::Guard(g, None) => &g.default,
+            ResolvedBackend::Owned(b) => b,
+        }
+    }
+}
+
+/// Resolves the backend and profile settings for a function with `profile`.
+#[inline]
+pub(crate) fn resolve(profile: Option<&str>) -> Resolved {
+    let over = scoped_override();
+    let state = STATE.load();
+    let (ttl, sliding, pbackend, unknown) = match profile {
+        None => (None, None, None, false),
+        Some(name) => match state.profiles.get(name) {
+            Some(p) => (p.ttl, p.sliding, p.backend.clone(), false),
+            None => (None, None, None, true),
+        },
+    };
+    let backend = match over {
+        Some(b) => ResolvedBackend::Owned(b),
+        None => ResolvedBackend::Guard(state, pbackend),
+    };
+    Resolved {
+        backend,
+        ttl,
+        sliding,
+        unknown_profile: unknown,
+    }
+}
+
+/// The backend a call with `profile` would use now (scoped override, then the profile's
+/// backend, then the default).
+pub fn current_backend(profile: Option<&str>) -> Arc<dyn Backend> {
+    resolve(profile).backend.get().clone()
+}
+
+/// Every distinct backend a cached call could reach now: the scoped override (if any), the
+/// default and the profiles' backends. Dependency invalidations go to all of them.
+pub fn all_backends() -> Vec<Arc<dyn Backend>> {
+    let mut out: Vec<Arc<dyn Backend>> = Vec::new();
+    let mut push = |b: Arc<dyn Backend>| {
+        if !out.iter().any(|o| Arc::ptr_eq(o, &b)) {
+            out.push(b);
+        }
+    };
+    if let Some(b) = scoped_override() {
+        push(b);
+        return out;
+    }
+    let state = STATE.load();
+    push(state.default.clone());
+    for p in state.profiles.values() {
+        if let Some(b) = &p.backend {
+            push(b.clone());
+        }
+    }
+    out
+}

@@ -1,0 +1,808 @@
+//! The runtime behind `#[cached]`: one [`FnCache`] per cached function.
+//!
+//! Generated code calls [`FnCache::begin_async`] / [`FnCache::begin_blocking`]: a hit returns
+//! the value; a miss returns a [`Filler`] that runs the body, stores its value with the lease
+//! of the miss (so a fill racing an invalidation does not land), shares it with the callers that
+//! waited (single flight), and records the entry's key in the enclosing fill's dependencies.
+//!
+//! Fail-open: a backend error is counted, traced, and the body runs; nothing reaches the caller.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
+use crate::context;
+use crate::error::CacheError;
+use crate::flight::{Flights, Join, Leader, Outcome};
+use crate::hash::local_hash;
+use crate::key::{self, KeyBuf, KeyPart};
+use crate::registry::{self, Resolved};
+use crate::stats::{FnCounters, FnStats};
+use crate::value::{self, Cacheable, Hit, SharedValue};
+
+/// What the macro knows about a cached function at compile time.
+#[derive(Debug, Clone, Copy)]
+pub struct FnMeta {
+    /// `module_path!()` of the function.
+    pub module: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// Bumps the key namespace (`version = N`).
+    pub version: u32,
+    /// Absolute expiration.
+    pub ttl: Option<Duration>,
+    /// Sliding expiration.
+    pub sliding: Option<Duration>,
+    /// Named profile.
+    pub profile: Option<&'static str>,
+    /// Whether `None` is cached (informational; the generated `to_value` decides).
+    pub cache_none: bool,
+    /// Single flight on misses.
+    pub lock: bool,
+    /// The key is a custom template ([`RawKey`]) rather than path + arguments.
+    pub custom_key: bool,
+}
+
+/// What varies per call site: the `Self` type of methods and the type arguments of generic fns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallInfo<'a> {
+    /// `type_name::<Self>()` in methods.
+    pub self_type: Option<&'static str>,
+    /// `type_name::<T>()` of each type parameter.
+    pub generics: &'a [&'static str],
+}
+
+/// How a call uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Look up, fill on a miss.
+    Normal,
+    /// Drop the current entry (and its dependents), run the body, store.
+    Refresh,
+}
+
+/// A custom key (`key = "..."`): its text is the key, as is.
+///
+/// ```
+/// let k = cache_core::runtime::RawKey("user:7".into());
+/// assert_eq!(cache_core::key::readable(&k), "user:7");
+/// ```
+#[derive(Debug, Clone)]
+pub struct RawKey(pub String);
+
+impl KeyPart for RawKey {
+    fn write_binary(&self, out: &mut KeyBuf) {
+        out.put(self.0.as_bytes());
+    }
+    fn write_readable(&self, out: &mut String) {
+        out.push_str(&self.0);
+    }
+}
+
+/// The start of a cached call.
+pub enum Begin<V> {
+    /// The cached value.
+    Hit(V),
+    /// Run the body through this filler.
+    Fill(Filler<V>),
+}
+
+/// The cache of one function: its metadata, counters and in-flight computations.
+pub struct FnCache {
+    meta: FnMeta,
+    counters: FnCounters,
+    registered: AtomicBool,
+    warned_profile: AtomicBool,
+    flights: OnceLock<Flights>,
+}
+
+static FUNCTIONS: Mutex<Vec<&'static FnCache>> = Mutex::new(Vec::new());
+
+/// Counters of every cached function called so far.
+///
+/// ```
+/// for s in cache_core::runtime::all_stats() {
+///     println!("{}: {} hits, {} misses", s.function, s.hits, s.misses);
+/// }
+/// ```
+pub fn all_stats() -> Vec<FnStats> {
+    let fns: Vec<&'static FnCache> = FUNCTIONS.lock().map(|v| v.clone()).unwrap_or_default();
+    fns.iter().map(|f| f.stats()).collect()
+}
+
+/// Resets the counters of every cached function.
+pub fn reset_all_stats() {
+    let fns: Vec<&'static FnCache> = FUNCTIONS.lock().map(|v| v.clone()).unwrap_or_default();
+    for f in fns {
+        f.counters.reset();
+    }
+}
+
+fn backend_error(meta: &FnMeta, op: &str, err: &CacheError) {
+    tracing::warn!(function = meta.name, module = meta.module, op, error = %err,
+        "cache backend error; running the function without the cache");
+}
+
+impl FnCache {
+    /// A cache for the function described by `meta` (usable in a `static`).
+    pub const fn new(meta: FnMeta) -> Self {
+        FnCache {
+            meta,
+            counters: FnCounters::new(),
+            registered: AtomicBool::new(false),
+            warned_profile: AtomicBool::new(false),
+            flights: OnceLock::new(),
+        }
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &FnMeta {
+        &self.meta
+    }
+
+    /// A snapshot of this function's counters.
+    pub fn stats(&'static self) -> FnStats {
+        self.counters.snapshot(self.meta.name)
+    }
+
+    #[inline]
+    fn register(&'static self) {
+        if !self.registered.load(Ordering::Relaxed) && !self.registered.swap(true, Ordering::AcqRel) {
+            if let Ok(mut v) = FUNCTIONS.lock() {
+                v.push(self);
+            }
+        }
+    }
+
+    /// The function's path as it appears in keys: `module::name`, `Type::name`, with type
+    /// arguments and version: `app::Repo::find::<u32>@v2`.
+    pub fn path(&self, info: &CallInfo<'_>) -> String {
+        let mut s = String::with_capacity(64);
+        s.push_str(info.self_type.unwrap_or(self.meta.module));
+        s.push_str("::");
+        s.push_str(self.meta.name);
+        if !info.generics.is_empty() {
+            s.push_str("::<");
+            for (i, g) in info.generics.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(g);
+            }
+            s.push('>');
+        }
+        if self.meta.version > 0 {
+            s.push_str("@v");
+            s.push_str(&self.meta.version.to_string());
+        }
+        s
+    }
+
+    /// The dependency every entry of this function has (what [`crate::FnRef::invalidate_all`]
+    /// invalidates).
+    pub fn all_dependency(&self, info: &CallInfo<'_>) -> String {
+        let mut s = String::from("fn:");
+        s.push_str(info.self_type.unwrap_or(self.meta.module));
+        s.push_str("::");
+        s.push_str(self.meta.name);
+        s
+    }
+
+    #[inline]
+    fn binary_key<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>, buf: &mut KeyBuf) {
+        if self.meta.custom_key {
+            buf.put_u8(0xff);
+        } else {
+            buf.put(&(self as *const FnCache as usize as u64).to_le_bytes());
+            if let Some(t) = info.self_type {
+                buf.put_prefixed(t.as_bytes());
+            }
+            for g in info.generics {
+                buf.put_prefixed(g.as_bytes());
+            }
+        }
+        args.write_binary(buf);
+    }
+
+    fn text_key<A: KeyPart + ?Sized>(&self, args: &A, info: &CallInfo<'_>) -> Arc<str> {
+        let text = if self.meta.custom_key {
+            key::readable(args)
+        } else {
+            let mut s = self.path(info);
+            args.write_readable(&mut s);
+            s
+        };
+        match key::shorten(&text, key::MAX_READABLE_KEY_LEN) {
+            std::borrow::Cow::Borrowed(_) => text.into(),
+            std::borrow::Cow::Owned(s) => s.into(),
+        }
+    }
+
+    /// The full key of a call.
+    pub fn key<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>) -> Key {
+        let mut buf = KeyBuf::new();
+        self.binary_key(args, info, &mut buf);
+        let hash = local_hash(buf.as_bytes());
+        Key::from_buf(self.text_key(args, info), &buf, hash)
+    }
+
+    fn options(&self, resolved: &Resolved, declared: Vec<String>, info: &CallInfo<'_>) -> EntryOptions {
+        let mut dependencies = declared;
+        dependencies.push(self.all_dependency(info));
+        EntryOptions {
+            ttl: self.meta.ttl.or(resolved.ttl),
+            sliding: self.meta.sliding.or(resolved.sliding),
+            dependencies,
+        }
+    }
+
+    fn check_profile(&self, resolved: &Resolved) {
+        if resolved.unknown_profile {
+            self.counters.errors.incr();
+            if !self.warned_profile.swap(true, Ordering::Relaxed) {
+                tracing::warn!(function = self.meta.name, profile = self.meta.profile,
+                    "unknown cache profile; using the default backend");
+            }
+        }
+    }
+
+    #[inline]
+    fn on_hit<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>) {
+        self.counters.hits.incr();
+        tracing::trace!(function = self.meta.name, "cache hit");
+        if context::is_collecting() {
+            context::add_dependency(&*self.text_key(args, info));
+        }
+    }
+
+    /// Starts a call of an async cached function.
+    pub async fn begin_async<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut (dyn FnMut(&mut Vec<String>) + Send),
+        mode: Mode,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized + Sync,
+        V: Cacheable,
+    {
+        self.register();
+        if !registry::is_enabled() {
+            return Begin::Fill(Filler::passthrough(self, None));
+        }
+        let mut buf = KeyBuf::new();
+        self.binary_key(args, &info, &mut buf);
+        let hash = local_hash(buf.as_bytes());
+        let resolved = registry::resolve(self.meta.profile);
+        if mode == Mode::Normal {
+            let local = LocalKey { hash, bytes: buf.as_bytes() };
+            match resolved.backend.get().lookup_local(&local) {
+                LocalLookup::Hit(v) => {
+                    if let Some(v) = value::downcast::<V>(&*v) {
+                        self.on_hit(args, &info);
+                        return Begin::Hit(v);
+                    }
+                }
+                LocalLookup::Miss(_) | LocalLookup::Remote => {}
+            }
+        }
+        self.check_profile(&resolved);
+        let backend: Arc<dyn Backend> = resolved.backend.get().clone();
+        let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
+        let mut declared = Vec::new();
+        deps(&mut declared);
+        let options = self.options(&resolved, declared, &info);
+        drop(resolved);
+        if mode == Mode::Refresh {
+            if let Err(e) = backend.remove(&key).await {
+                self.counters.errors.incr();
+                backend_error(&self.meta, "remove", &e);
+            }
+        }
+        loop {
+            let lease = match self.lookup_async::<V>(&*backend, &key).await {
+                Ok(Ok(v)) => {
+                    self.on_hit_known(&key);
+                    return Begin::Hit(v);
+                }
+                Ok(Err(lease)) => lease,
+                Err(()) => return Begin::Fill(Filler::passthrough(self, Some(key))),
+            };
+            if !self.meta.lock {
+                return Begin::Fill(Filler::new(self, key, backend, options, lease, None));
+            }
+            match self.flights().join(key.local().bytes) {
+                Join::Lead(leader) => {
+                    return Begin::Fill(Filler::new(self, key, backend, options, lease, Some(leader)))
+                }
+                Join::Follow(flight) => match flight.wait().await {
+                    Outcome::Value(v) => {
+                        if let Some(v) = value::downcast::<V>(&*v) {
+                            self.counters.coalesced.incr();
+                            self.on_hit_known(&key);
+                            return Begin::Hit(v);
+                        }
+                    }
+                    Outcome::Retry => continue,
+                },
+            }
+        }
+    }
+
+    /// Starts a call of a sync cached function.
+    pub fn begin_blocking<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+        mode: Mode,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        self.register();
+        if !registry::is_enabled() {
+            return Begin::Fill(Filler::passthrough(self, None));
+        }
+        let mut buf = KeyBuf::new();
+        self.binary_key(args, &info, &mut buf);
+        let hash = local_hash(buf.as_bytes());
+        let resolved = registry::resolve(self.meta.profile);
+        if mode == Mode::Normal {
+            let local = LocalKey { hash, bytes: buf.as_bytes() };
+            if let LocalLookup::Hit(v) = resolved.backend.get().lookup_local(&local) {
+                if let Some(v) = value::downcast::<V>(&*v) {
+                    self.on_hit(args, &info);
+                    return Begin::Hit(v);
+                }
+            }
+        }
+        self.check_profile(&resolved);
+        let backend: Arc<dyn Backend> = resolved.backend.get().clone();
+        let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
+        let mut declared = Vec::new();
+        deps(&mut declared);
+        let options = self.options(&resolved, declared, &info);
+        drop(resolved);
+        if mode == Mode::Refresh {
+            if let Err(e) = backend.remove_blocking(&key) {
+                self.counters.errors.incr();
+                backend_error(&self.meta, "remove", &e);
+            }
+        }
+        loop {
+            let lease = match self.lookup_blocking::<V>(&*backend, &key) {
+                Ok(Ok(v)) => {
+                    self.on_hit_known(&key);
+                    return Begin::Hit(v);
+                }
+                Ok(Err(lease)) => lease,
+                Err(()) => return Begin::Fill(Filler::passthrough(self, Some(key))),
+            };
+            if !self.meta.lock {
+                return Begin::Fill(Filler::new(self, key, backend, options, lease, None));
+            }
+            match self.flights().join(key.local().bytes) {
+                Join::Lead(leader) => {
+                    return Begin::Fill(Filler::new(self, key, backend, options, lease, Some(leader)))
+                }
+                Join::Follow(flight) => match flight.wait_blocking() {
+                    Outcome::Value(v) => {
+                        if let Some(v) = value::downcast::<V>(&*v) {
+                            self.counters.coalesced.incr();
+                            self.on_hit_known(&key);
+                            return Begin::Hit(v);
+                        }
+                    }
+                    Outcome::Retry => continue,
+                },
+            }
+        }
+    }
+
+    fn on_hit_known(&self, key: &Key) {
+        self.counters.hits.incr();
+        tracing::trace!(function = self.meta.name, key = key.text(), "cache hit");
+        if context::is_collecting() {
+            context::add_dependency(key.text());
+        }
+    }
+
+    fn flights(&self) -> &Flights {
+        self.flights.get_or_init(Flights::default)
+    }
+
+    /// A lookup after the local fast path: `Ok(Ok(value))` on a hit, `Ok(Err(lease))` on a
+    /// miss, `Err(())` when the backend failed (run without the cache).
+    fn lookup_blocking<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Result<Result<V, Lease>, ()> {
+        for attempt in 0..2 {
+            match backend.get_blocking(key) {
+                Ok(Lookup::Hit(hit)) => match self.decode::<V>(hit, key) {
+                    Some(v) => return Ok(Ok(v)),
+                    None if attempt == 0 => {
+                        // undecodable: drop it, then take a lease on the fresh miss
+                        if backend.remove_blocking(key).is_err() {
+                            return Err(());
+                        }
+                    }
+                    None => return Err(()),
+                },
+                Ok(Lookup::Miss(lease)) => {
+                    self.counters.misses.incr();
+                    tracing::debug!(function = self.meta.name, key = key.text(), "cache miss");
+                    return Ok(Err(lease));
+                }
+                Err(e) => {
+                    self.counters.errors.incr();
+                    backend_error(&self.meta, "get", &e);
+                    return Err(());
+                }
+            }
+        }
+        Err(())
+    }
+
+    async fn lookup_async<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Result<Result<V, Lease>, ()> {
+        for attempt in 0..2 {
+            match backend.get(key).await {
+                Ok(Lookup::Hit(hit)) => match self.decode::<V>(hit, key) {
+                    Some(v) => return Ok(Ok(v)),
+                    None if attempt == 0 => {
+                        if backend.remove(key).await.is_err() {
+                            return Err(());
+                        }
+                    }
+                    None => return Err(()),
+                },
+                Ok(Lookup::Miss(lease)) => {
+                    self.counters.misses.incr();
+                    tracing::debug!(function = self.meta.name, key = key.text(), "cache miss");
+                    return Ok(Err(lease));
+                }
+                Err(e) => {
+                    self.counters.errors.incr();
+                    backend_error(&self.meta, "get", &e);
+                    return Err(());
+                }
+            }
+        }
+        Err(())
+    }
+
+    fn decode<V: Cacheable>(&self, hit: Hit, key: &Key) -> Option<V> {
+        match hit.into_typed::<V>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.counters.errors.incr();
+                tracing::warn!(function = self.meta.name, key = key.text(), error = %e,
+                    "cached value does not decode; treating it as a miss and overwriting it");
+                None
+            }
+        }
+    }
+
+    /// A handle on the entry of one call (typed key): invalidate it, put a value, read it.
+    pub fn entry<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+    ) -> EntryRef<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        self.register();
+        let key = self.key(args, &info);
+        let mut declared = Vec::new();
+        deps(&mut declared);
+        let resolved = registry::resolve(self.meta.profile);
+        let options = self.options(&resolved, declared, &info);
+        EntryRef {
+            cache: self,
+            key,
+            options,
+            _value: PhantomData,
+        }
+    }
+
+    /// A handle on every entry of this function.
+    pub fn all(&'static self, info: CallInfo<'_>) -> FnRef {
+        self.register();
+        FnRef {
+            cache: self,
+            dependency: self.all_dependency(&info),
+        }
+    }
+
+    fn backend(&self) -> Arc<dyn Backend> {
+        registry::current_backend(self.meta.profile)
+    }
+}
+
+/// Runs the body of a call that missed and stores its value.
+pub struct Filler<V> {
+    cache: &'static FnCache,
+    key: Option<Key>,
+    target: Option<Target>,
+    _value: PhantomData<fn() -> V>,
+}
+
+struct Target {
+    backend: Arc<dyn Backend>,
+    options: EntryOptions,
+    lease: Lease,
+    leader: Option<Leader<'static>>,
+}
+
+impl<V: Cacheable> Filler<V> {
+    fn new(
+        cache: &'static FnCache,
+        key: Key,
+        backend: Arc<dyn Backend>,
+        options: EntryOptions,
+        lease: Lease,
+        leader: Option<Leader<'static>>,
+    ) -> Self {
+        Filler {
+            cache,
+            key: Some(key),
+            target: Some(Target { backend, options, lease, leader }),
+            _value: PhantomData,
+        }
+    }
+
+    fn passthrough(cache: &'static FnCache, key: Option<Key>) -> Self {
+        Filler {
+            cache,
+            key,
+            target: None,
+            _value: PhantomData,
+        }
+    }
+
+    /// Runs an async body, stores `to_value` of its result, returns the result.
+    pub async fn fill_async<R, F: Future<Output = R>>(
+        self,
+        fut: F,
+        to_value: impl FnOnce(&R) -> Option<V>,
+    ) -> R {
+        let Some(mut target) = self.target else {
+            let r = fut.await;
+            if let Some(key) = &self.key {
+                if context::is_collecting() {
+                    context::add_dependency(key.text());
+                }
+            }
+            return r;
+        };
+        let key = self.key.expect("a target has a key");
+        let start = Instant::now();
+        let (r, collected) = context::collect(fut).await;
+        let elapsed = start.elapsed();
+        let value = to_value(&r).map(value::share);
+        if let Some(v) = &value {
+            target.options.dependencies.extend(collected);
+            let outcome = target
+                .backend
+                .set(&key, v.clone(), &target.options, target.lease)
+                .await;
+            self.cache.after_set(&key, outcome, elapsed, v, &mut target);
+        }
+        if context::is_collecting() {
+            context::add_dependency(key.text());
+        }
+        r
+    }
+
+    /// Runs a sync body, stores `to_value` of its result, returns the result.
+    pub fn fill_blocking<R>(self, f: impl FnOnce() -> R, to_value: impl FnOnce(&R) -> Option<V>) -> R {
+        let Some(mut target) = self.target else {
+            let r = f();
+            if let Some(key) = &self.key {
+                if context::is_collecting() {
+                    context::add_dependency(key.text());
+                }
+            }
+            return r;
+        };
+        let key = self.key.expect("a target has a key");
+        let start = Instant::now();
+        let (r, collected) = context::collect_blocking(f);
+        let elapsed = start.elapsed();
+        let value = to_value(&r).map(value::share);
+        if let Some(v) = &value {
+            target.options.dependencies.extend(collected);
+            let outcome = target
+                .backend
+                .set_blocking(&key, v.clone(), &target.options, target.lease);
+            self.cache.after_set(&key, outcome, elapsed, v, &mut target);
+        }
+        if context::is_collecting() {
+            context::add_dependency(key.text());
+        }
+        r
+    }
+}
+
+impl FnCache {
+    fn after_set(
+        &self,
+        key: &Key,
+        outcome: Result<SetOutcome, CacheError>,
+        elapsed: Duration,
+        value: &SharedValue,
+        target: &mut Target,
+    ) {
+        self.counters.fill_nanos.add(elapsed.as_nanos().min(u64::MAX as u128) as u64);
+        self.counters.timed_fills.incr();
+        match outcome {
+            Ok(SetOutcome::Stored) => {
+                self.counters.fills.incr();
+                tracing::debug!(function = self.meta.name, key = key.text(), ?elapsed, "cache fill");
+                if let Some(l) = target.leader.take() {
+                    l.complete(value.clone());
+                }
+            }
+            Ok(SetOutcome::Rejected) => {
+                self.counters.stale_rejected.incr();
+                tracing::debug!(function = self.meta.name, key = key.text(),
+                    "fill rejected: the key or a dependency was invalidated while computing");
+                // followers retry: the value may predate the invalidation
+            }
+            Err(e) => {
+                self.counters.errors.incr();
+                backend_error(&self.meta, "set", &e);
+                if let Some(l) = target.leader.take() {
+                    l.complete(value.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A handle on one entry of a cached function (what `<fn>_key(..)` returns).
+pub struct EntryRef<V> {
+    cache: &'static FnCache,
+    key: Key,
+    options: EntryOptions,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V> std::fmt::Debug for EntryRef<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryRef").field("key", &self.key).finish()
+    }
+}
+
+impl<V: Cacheable> EntryRef<V> {
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Removes the entry and, transitively, every entry depending on it.
+    pub async fn invalidate(&self) -> Result<(), CacheError> {
+        tracing::debug!(key = self.key.text(), "invalidate");
+        self.cache.backend().remove(&self.key).await
+    }
+
+    /// Removes the entry (blocking form).
+    pub fn invalidate_blocking(&self) -> Result<(), CacheError> {
+        tracing::debug!(key = self.key.text(), "invalidate");
+        self.cache.backend().remove_blocking(&self.key)
+    }
+
+    /// Stores `value` as this entry (write-through); entries depending on the old value are
+    /// invalidated first.
+    pub async fn put(&self, value: V) -> Result<(), CacheError> {
+        let backend = self.cache.backend();
+        backend.remove(&self.key).await?;
+        backend
+            .set(&self.key, value::share(value), &self.options, Lease::UNCONDITIONAL)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores `value` as this entry (blocking form).
+    pub fn put_blocking(&self, value: V) -> Result<(), CacheError> {
+        let backend = self.cache.backend();
+        backend.remove_blocking(&self.key)?;
+        backend
+            .set_blocking(&self.key, value::share(value), &self.options, Lease::UNCONDITIONAL)
+            .map(|_| ())
+    }
+
+    /// Reads the entry without running the function (`None` on a miss or an error).
+    pub async fn get(&self) -> Option<V> {
+        let backend = self.cache.backend();
+        match backend.get(&self.key).await {
+            Ok(Lookup::Hit(h)) => h.into_typed().ok(),
+            _ => None,
+        }
+    }
+
+    /// Reads the entry (blocking form).
+    pub fn get_blocking(&self) -> Option<V> {
+        match self.cache.backend().get_blocking(&self.key) {
+            Ok(Lookup::Hit(h)) => h.into_typed().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A handle on all entries of a cached function (what `<fn>_cache()` returns).
+pub struct FnRef {
+    cache: &'static FnCache,
+    dependency: String,
+}
+
+impl std::fmt::Debug for FnRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnRef").field("dependency", &self.dependency).finish()
+    }
+}
+
+impl FnRef {
+    /// Removes every entry of the function (and, transitively, their dependents).
+    pub async fn invalidate_all(&self) -> Result<(), CacheError> {
+        self.cache.backend().invalidate(&self.dependency).await
+    }
+
+    /// Removes every entry of the function (blocking form).
+    pub fn invalidate_all_blocking(&self) -> Result<(), CacheError> {
+        self.cache.backend().invalidate_blocking(&self.dependency)
+    }
+
+    /// The function's counters.
+    pub fn stats(&self) -> FnStats {
+        self.cache.stats()
+    }
+
+    /// Resets the function's counters.
+    pub fn reset_stats(&self) {
+        self.cache.counters.reset();
+    }
+}
+
+/// Invalidates `dependency` on every backend a cached call could reach (see
+/// [`registry::all_backends`]). Returns the first error, after trying every backend.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// cache_core::invalidate_dependency("user:7").await.unwrap();
+/// # });
+/// ```
+pub async fn invalidate_dependency(dependency: &str) -> Result<(), CacheError> {
+    tracing::debug!(dependency, "invalidate dependency");
+    let mut first = Ok(());
+    for b in registry::all_backends() {
+        if let Err(e) = b.invalidate(dependency).await {
+            tracing::warn!(backend = b.name(), dependency, error = %e, "invalidation failed");
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}
+
+/// Invalidates `dependency` on every backend (blocking form).
+pub fn invalidate_dependency_blocking(dependency: &str) -> Result<(), CacheError> {
+    tracing::debug!(dependency, "invalidate dependency");
+    let mut first = Ok(());
+    for b in registry::all_backends() {
+        if let Err(e) = b.invalidate_blocking(dependency) {
+            tracing::warn!(backend = b.name(), dependency, error = %e, "invalidation failed");
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}

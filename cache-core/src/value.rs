@@ -1,0 +1,130 @@
+//! Cached values: typed in process, bytes (MessagePack) for backends that store bytes.
+//!
+//! The memory backend stores an `Arc<dyn CacheValue>` and a hit clones the typed value out of it:
+//! no serialization on the in-process path. Backends that store bytes call
+//! [`CacheValue::encode`] on set and hand bytes back; the runtime decodes them with [`decode`].
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::CacheError;
+
+/// What a cached function's value type must be: cloneable (a hit returns a clone), serializable
+/// (any backend can be installed at run time, including Redis), thread-safe and `'static`.
+///
+/// Implemented for every type that meets those bounds.
+///
+/// ```
+/// fn assert_cacheable<T: cache_core::Cacheable>() {}
+/// assert_cacheable::<Vec<String>>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a cached value",
+    note = "a cached value must be `Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static`"
+)]
+pub trait Cacheable: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Cacheable for T {}
+
+/// A type-erased cached value, as backends hold it.
+pub trait CacheValue: Any + Send + Sync {
+    /// The value as `Any`, to downcast to the typed value.
+    fn as_any(&self) -> &dyn Any;
+    /// The value as MessagePack bytes (for backends that store bytes).
+    fn encode(&self) -> Result<Vec<u8>, CacheError>;
+    /// The Rust type name (for errors and logs).
+    fn type_name(&self) -> &'static str;
+    /// An estimate of the memory the value holds, in bytes (for weight-bounded stores).
+    fn weight(&self) -> usize;
+}
+
+impl fmt::Debug for dyn CacheValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheValue<{}>", self.type_name())
+    }
+}
+
+/// The [`CacheValue`] of a typed value.
+pub struct Typed<T>(pub T);
+
+impl<T: Cacheable> CacheValue for Typed<T> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+    fn encode(&self) -> Result<Vec<u8>, CacheError> {
+        encode(&self.0)
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+    fn weight(&self) -> usize {
+        std::mem::size_of::<T>()
+    }
+}
+
+/// A value held by a backend: shared, type-erased.
+pub type SharedValue = Arc<dyn CacheValue>;
+
+/// Wraps a typed value for a backend.
+///
+/// ```
+/// let v = cache_core::value::share(5u32);
+/// assert_eq!(cache_core::value::downcast::<u32>(&*v), Some(5));
+/// ```
+pub fn share<T: Cacheable>(value: T) -> SharedValue {
+    Arc::new(Typed(value))
+}
+
+/// Clones the typed value out of a shared value, if it holds a `T`.
+#[inline]
+pub fn downcast<T: Cacheable>(value: &dyn CacheValue) -> Option<T> {
+    value.as_any().downcast_ref::<T>().cloned()
+}
+
+/// Encodes a value as MessagePack (struct fields by name, so adding an optional field stays
+/// compatible).
+///
+/// ```
+/// let bytes = cache_core::value::encode(&("a", 1u8)).unwrap();
+/// let back: (String, u8) = cache_core::value::decode(&bytes).unwrap();
+/// assert_eq!(back, ("a".to_string(), 1));
+/// ```
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CacheError> {
+    rmp_serde::to_vec_named(value).map_err(|e| CacheError::Encode {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes MessagePack bytes written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
+    rmp_serde::from_slice(bytes).map_err(|e| CacheError::Decode {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// A hit as a backend returns it: the shared typed value (in process) or bytes (remote).
+#[derive(Debug, Clone)]
+pub enum Hit {
+    /// A value held in process.
+    Local(SharedValue),
+    /// MessagePack bytes from a remote store.
+    Bytes(Vec<u8>),
+}
+
+impl Hit {
+    /// The typed value; `Err` when bytes do not decode or the local value has another type.
+    pub fn into_typed<T: Cacheable>(self) -> Result<T, CacheError> {
+        match self {
+            Hit::Local(v) => downcast::<T>(&*v).ok_or_else(|| CacheError::Decode {
+                type_name: std::any::type_name::<T>(),
+                reason: format!("the entry holds a `{}`", v.type_name()),
+            }),
+            Hit::Bytes(b) => decode(&b),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Quickstart (placeholder until the macros land).
+fn main() {
+    println!("quickstart");
+}
