@@ -61,9 +61,7 @@ pub fn collect_blocking<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
     }
     let mut guard = Pop(None);
     let r = f();
-    let deps = SYNC_DEPS
-        .with(|s| s.borrow_mut().pop())
-        .unwrap_or_default();
+    let deps = SYNC_DEPS.with(|s| s.borrow_mut().pop()).unwrap_or_default();
     guard.0 = Some(Vec::new());
     (r, deps)
 }

@@ -49,7 +49,9 @@ pub enum CacheError {
         timeout: Duration,
     },
     /// A named profile was used but never configured.
-    #[error("unknown cache profile `{0}`: configure it with `cache_core::configure().profile(..)`")]
+    #[error(
+        "unknown cache profile `{0}`: configure it with `cache_core::configure().profile(..)`"
+    )]
     UnknownProfile(String),
 }
 

@@ -6,6 +6,7 @@
 //! dropped), the guard's `Drop` wakes the followers and they start over: one of them leads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -20,6 +21,7 @@ enum State {
 }
 
 pub(crate) struct Flight {
+    waiting: AtomicUsize,
     state: Mutex<State>,
     cond: Condvar,
     notify: tokio::sync::Notify,
@@ -36,6 +38,7 @@ pub(crate) enum Outcome {
 impl Flight {
     fn new() -> Self {
         Flight {
+            waiting: AtomicUsize::new(0),
             state: Mutex::new(State::Running),
             cond: Condvar::new(),
             notify: tokio::sync::Notify::new(),
@@ -51,6 +54,7 @@ impl Flight {
     }
 
     pub(crate) fn wait_blocking(&self) -> Outcome {
+        let _w = Waiting::new(&self.waiting);
         let mut st = self.state.lock();
         loop {
             if let Some(o) = Self::outcome(&st) {
@@ -61,6 +65,7 @@ impl Flight {
     }
 
     pub(crate) async fn wait(&self) -> Outcome {
+        let _w = Waiting::new(&self.waiting);
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -76,6 +81,19 @@ impl Flight {
         *self.state.lock() = state;
         self.cond.notify_all();
         self.notify.notify_waiters();
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -105,6 +123,15 @@ impl Flights {
             flight,
             done: false,
         })
+    }
+
+    /// Callers waiting for a leader, over all keys.
+    pub(crate) fn waiting(&self) -> usize {
+        self.map
+            .lock()
+            .values()
+            .map(|f| f.waiting.load(Ordering::SeqCst))
+            .sum()
     }
 
     #[cfg(test)]

@@ -36,7 +36,9 @@ pub use error::CacheError;
 pub use key::KeyPart;
 pub use memory::MemoryBackend;
 pub use registry::{configure, Profile};
-pub use runtime::{all_stats, invalidate_dependency, invalidate_dependency_blocking, EntryRef, FnRef};
+pub use runtime::{
+    all_stats, invalidate_dependency, invalidate_dependency_blocking, EntryRef, FnRef,
+};
 pub use stats::{BackendStats, FnStats};
 pub use value::Cacheable;
 
@@ -45,7 +47,9 @@ pub use value::Cacheable;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::key::{KeyBuf, KeyPart};
-    pub use crate::runtime::{Begin, CallInfo, EntryRef, FnCache, FnMeta, FnRef, Filler, Mode, RawKey};
+    pub use crate::runtime::{
+        Begin, CallInfo, EntryRef, Filler, FnCache, FnMeta, FnRef, Mode, RawKey,
+    };
     pub use crate::value::Cacheable;
     pub use ::core::time::Duration;
 

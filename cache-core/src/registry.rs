@@ -72,7 +72,10 @@ impl std::fmt::Debug for Profile {
         f.debug_struct("Profile")
             .field("ttl", &self.ttl)
             .field("sliding", &self.sliding)
-            .field("backend", &self.backend.as_ref().map(|b| b.name().to_string()))
+            .field(
+                "backend",
+                &self.backend.as_ref().map(|b| b.name().to_string()),
+            )
             .finish()
     }
 }
@@ -141,7 +144,10 @@ impl Config {
     pub fn apply(self) -> Result<(), CacheError> {
         for (name, p) in &self.profiles {
             if name.is_empty() {
-                return Err(CacheError::config("profile", "a profile name cannot be empty"));
+                return Err(CacheError::config(
+                    "profile",
+                    "a profile name cannot be empty",
+                ));
             }
             if p.ttl == Some(Duration::ZERO) {
                 return Err(CacheError::config(

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
+use crate::backend::{
+    Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome,
+};
 use crate::context;
 use crate::error::CacheError;
 use crate::flight::{Flights, Join, Leader, Outcome};
@@ -150,7 +152,8 @@ impl FnCache {
 
     #[inline]
     fn register(&'static self) {
-        if !self.registered.load(Ordering::Relaxed) && !self.registered.swap(true, Ordering::AcqRel) {
+        if !self.registered.load(Ordering::Relaxed) && !self.registered.swap(true, Ordering::AcqRel)
+        {
             if let Ok(mut v) = FUNCTIONS.lock() {
                 v.push(self);
             }
@@ -192,7 +195,12 @@ impl FnCache {
     }
 
     #[inline]
-    fn binary_key<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>, buf: &mut KeyBuf) {
+    fn binary_key<A: KeyPart + ?Sized>(
+        &'static self,
+        args: &A,
+        info: &CallInfo<'_>,
+        buf: &mut KeyBuf,
+    ) {
         if self.meta.custom_key {
             buf.put_u8(0xff);
         } else {
@@ -229,7 +237,12 @@ impl FnCache {
         Key::from_buf(self.text_key(args, info), &buf, hash)
     }
 
-    fn options(&self, resolved: &Resolved, declared: Vec<String>, info: &CallInfo<'_>) -> EntryOptions {
+    fn options(
+        &self,
+        resolved: &Resolved,
+        declared: Vec<String>,
+        info: &CallInfo<'_>,
+    ) -> EntryOptions {
         let mut dependencies = declared;
         dependencies.push(self.all_dependency(info));
         EntryOptions {
@@ -243,8 +256,11 @@ impl FnCache {
         if resolved.unknown_profile {
             self.counters.errors.incr();
             if !self.warned_profile.swap(true, Ordering::Relaxed) {
-                tracing::warn!(function = self.meta.name, profile = self.meta.profile,
-                    "unknown cache profile; using the default backend");
+                tracing::warn!(
+                    function = self.meta.name,
+                    profile = self.meta.profile,
+                    "unknown cache profile; using the default backend"
+                );
             }
         }
     }
@@ -279,7 +295,10 @@ impl FnCache {
         let hash = local_hash(buf.as_bytes());
         let resolved = registry::resolve(self.meta.profile);
         if mode == Mode::Normal {
-            let local = LocalKey { hash, bytes: buf.as_bytes() };
+            let local = LocalKey {
+                hash,
+                bytes: buf.as_bytes(),
+            };
             match resolved.backend.get().lookup_local(&local) {
                 LocalLookup::Hit(v) => {
                     if let Some(v) = value::downcast::<V>(&*v) {
@@ -317,7 +336,18 @@ impl FnCache {
             }
             match self.flights().join(key.local().bytes) {
                 Join::Lead(leader) => {
-                    return Begin::Fill(Filler::new(self, key, backend, options, lease, Some(leader)))
+                    if let Some(v) = self.recheck::<V>(&*backend, &key) {
+                        leader.complete(value::share(v.clone()));
+                        return Begin::Hit(v);
+                    }
+                    return Begin::Fill(Filler::new(
+                        self,
+                        key,
+                        backend,
+                        options,
+                        lease,
+                        Some(leader),
+                    ));
                 }
                 Join::Follow(flight) => match flight.wait().await {
                     Outcome::Value(v) => {
@@ -354,7 +384,10 @@ impl FnCache {
         let hash = local_hash(buf.as_bytes());
         let resolved = registry::resolve(self.meta.profile);
         if mode == Mode::Normal {
-            let local = LocalKey { hash, bytes: buf.as_bytes() };
+            let local = LocalKey {
+                hash,
+                bytes: buf.as_bytes(),
+            };
             if let LocalLookup::Hit(v) = resolved.backend.get().lookup_local(&local) {
                 if let Some(v) = value::downcast::<V>(&*v) {
                     self.on_hit(args, &info);
@@ -389,7 +422,18 @@ impl FnCache {
             }
             match self.flights().join(key.local().bytes) {
                 Join::Lead(leader) => {
-                    return Begin::Fill(Filler::new(self, key, backend, options, lease, Some(leader)))
+                    if let Some(v) = self.recheck::<V>(&*backend, &key) {
+                        leader.complete(value::share(v.clone()));
+                        return Begin::Hit(v);
+                    }
+                    return Begin::Fill(Filler::new(
+                        self,
+                        key,
+                        backend,
+                        options,
+                        lease,
+                        Some(leader),
+                    ));
                 }
                 Join::Follow(flight) => match flight.wait_blocking() {
                     Outcome::Value(v) => {
@@ -405,6 +449,19 @@ impl FnCache {
         }
     }
 
+    /// After becoming leader: a leader that finished between our lookup and our join may have
+    /// stored the value already (in-process backends only; no extra I/O).
+    fn recheck<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Option<V> {
+        match backend.lookup_local(&key.local()) {
+            LocalLookup::Hit(v) => {
+                let v = value::downcast::<V>(&*v)?;
+                self.on_hit_known(key);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
     fn on_hit_known(&self, key: &Key) {
         self.counters.hits.incr();
         tracing::trace!(function = self.meta.name, key = key.text(), "cache hit");
@@ -413,13 +470,23 @@ impl FnCache {
         }
     }
 
+    /// Callers now waiting for another caller's computation of the same key (single flight).
+    /// For tests and diagnostics.
+    pub fn waiting_callers(&self) -> usize {
+        self.flights.get().map_or(0, Flights::waiting)
+    }
+
     fn flights(&self) -> &Flights {
         self.flights.get_or_init(Flights::default)
     }
 
     /// A lookup after the local fast path: `Ok(Ok(value))` on a hit, `Ok(Err(lease))` on a
     /// miss, `Err(())` when the backend failed (run without the cache).
-    fn lookup_blocking<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Result<Result<V, Lease>, ()> {
+    fn lookup_blocking<V: Cacheable>(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+    ) -> Result<Result<V, Lease>, ()> {
         for attempt in 0..2 {
             match backend.get_blocking(key) {
                 Ok(Lookup::Hit(hit)) => match self.decode::<V>(hit, key) {
@@ -447,7 +514,11 @@ impl FnCache {
         Err(())
     }
 
-    async fn lookup_async<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Result<Result<V, Lease>, ()> {
+    async fn lookup_async<V: Cacheable>(
+        &self,
+        backend: &dyn Backend,
+        key: &Key,
+    ) -> Result<Result<V, Lease>, ()> {
         for attempt in 0..2 {
             match backend.get(key).await {
                 Ok(Lookup::Hit(hit)) => match self.decode::<V>(hit, key) {
@@ -552,7 +623,12 @@ impl<V: Cacheable> Filler<V> {
         Filler {
             cache,
             key: Some(key),
-            target: Some(Target { backend, options, lease, leader }),
+            target: Some(Target {
+                backend,
+                options,
+                lease,
+                leader,
+            }),
             _value: PhantomData,
         }
     }
@@ -601,7 +677,11 @@ impl<V: Cacheable> Filler<V> {
     }
 
     /// Runs a sync body, stores `to_value` of its result, returns the result.
-    pub fn fill_blocking<R>(self, f: impl FnOnce() -> R, to_value: impl FnOnce(&R) -> Option<V>) -> R {
+    pub fn fill_blocking<R>(
+        self,
+        f: impl FnOnce() -> R,
+        to_value: impl FnOnce(&R) -> Option<V>,
+    ) -> R {
         let Some(mut target) = self.target else {
             let r = f();
             if let Some(key) = &self.key {
@@ -618,9 +698,10 @@ impl<V: Cacheable> Filler<V> {
         let value = to_value(&r).map(value::share);
         if let Some(v) = &value {
             target.options.dependencies.extend(collected);
-            let outcome = target
-                .backend
-                .set_blocking(&key, v.clone(), &target.options, target.lease);
+            let outcome =
+                target
+                    .backend
+                    .set_blocking(&key, v.clone(), &target.options, target.lease);
             self.cache.after_set(&key, outcome, elapsed, v, &mut target);
         }
         if context::is_collecting() {
@@ -639,20 +720,30 @@ impl FnCache {
         value: &SharedValue,
         target: &mut Target,
     ) {
-        self.counters.fill_nanos.add(elapsed.as_nanos().min(u64::MAX as u128) as u64);
+        self.counters
+            .fill_nanos
+            .add(elapsed.as_nanos().min(u64::MAX as u128) as u64);
         self.counters.timed_fills.incr();
         match outcome {
             Ok(SetOutcome::Stored) => {
                 self.counters.fills.incr();
-                tracing::debug!(function = self.meta.name, key = key.text(), ?elapsed, "cache fill");
+                tracing::debug!(
+                    function = self.meta.name,
+                    key = key.text(),
+                    ?elapsed,
+                    "cache fill"
+                );
                 if let Some(l) = target.leader.take() {
                     l.complete(value.clone());
                 }
             }
             Ok(SetOutcome::Rejected) => {
                 self.counters.stale_rejected.incr();
-                tracing::debug!(function = self.meta.name, key = key.text(),
-                    "fill rejected: the key or a dependency was invalidated while computing");
+                tracing::debug!(
+                    function = self.meta.name,
+                    key = key.text(),
+                    "fill rejected: the key or a dependency was invalidated while computing"
+                );
                 // followers retry: the value may predate the invalidation
             }
             Err(e) => {
@@ -704,7 +795,12 @@ impl<V: Cacheable> EntryRef<V> {
         let backend = self.cache.backend();
         backend.remove(&self.key).await?;
         backend
-            .set(&self.key, value::share(value), &self.options, Lease::UNCONDITIONAL)
+            .set(
+                &self.key,
+                value::share(value),
+                &self.options,
+                Lease::UNCONDITIONAL,
+            )
             .await
             .map(|_| ())
     }
@@ -714,7 +810,12 @@ impl<V: Cacheable> EntryRef<V> {
         let backend = self.cache.backend();
         backend.remove_blocking(&self.key)?;
         backend
-            .set_blocking(&self.key, value::share(value), &self.options, Lease::UNCONDITIONAL)
+            .set_blocking(
+                &self.key,
+                value::share(value),
+                &self.options,
+                Lease::UNCONDITIONAL,
+            )
             .map(|_| ())
     }
 
@@ -744,7 +845,9 @@ pub struct FnRef {
 
 impl std::fmt::Debug for FnRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FnRef").field("dependency", &self.dependency).finish()
+        f.debug_struct("FnRef")
+            .field("dependency", &self.dependency)
+            .finish()
     }
 }
 

@@ -154,11 +154,7 @@ impl FnCounters {
 
     pub(crate) fn snapshot(&self, function: &'static str) -> FnStats {
         let timed = self.timed_fills.get();
-        let mean = if timed == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.fill_nanos.get() / timed)
-        };
+        let mean = Duration::from_nanos(self.fill_nanos.get().checked_div(timed).unwrap_or(0));
         let hits = self.hits.get();
         FnStats {
             function,

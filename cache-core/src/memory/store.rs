@@ -1,0 +1,419 @@
+//! One shard of the memory backend: a hash table of slot indices over a slab of entries, with
+//! the eviction queues threaded through the slab.
+//!
+//! Readers (hits) hold the shard's read lock and only touch atomics of an entry (S3-FIFO
+//! frequency bits, the sliding deadline). Structural changes (insert, remove, evict) need the
+//! write lock, and the backend makes them under its fill lock too, so the dependency index can
+//! follow them exactly.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+use super::clock::{duration_nanos, Clock};
+use super::policy::{EvictionPolicy, Ghost, LinkStore, Links, List, MAIN, NIL, SMALL};
+use crate::value::SharedValue;
+
+/// A deadline that never comes.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// An S3-FIFO entry of the small queue read more than this many times moves to the main queue
+/// when it reaches the end of the small queue.
+const PROMOTE_ABOVE: u8 = 0;
+/// The highest frequency counted.
+const MAX_FREQ: u8 = 3;
+
+/// When an entry stops being served.
+pub(crate) struct Expiry {
+    /// min(ttl deadline, last read + sliding); `NEVER` for entries that do not expire.
+    deadline: AtomicU64,
+    /// The absolute (ttl) deadline, or `NEVER`.
+    ttl_deadline: u64,
+    /// The sliding window in nanoseconds, or `NEVER` for none.
+    sliding: u64,
+}
+
+impl Expiry {
+    pub(crate) fn new(now: u64, ttl: Option<Duration>, sliding: Option<Duration>) -> Self {
+        let ttl_deadline = ttl.map_or(NEVER, |t| now.saturating_add(duration_nanos(t)));
+        let sliding = sliding.map_or(NEVER, |s| duration_nanos(s).min(NEVER - 1));
+        let deadline = if sliding == NEVER {
+            ttl_deadline
+        } else {
+            ttl_deadline.min(now.saturating_add(sliding))
+        };
+        Expiry {
+            deadline: AtomicU64::new(deadline),
+            ttl_deadline,
+            sliding,
+        }
+    }
+
+    /// Whether the entry may be served now; a read pushes a sliding deadline forward. Entries
+    /// without expiration do not read the clock.
+    #[inline]
+    fn read(&self, clock: &Clock) -> bool {
+        let deadline = self.deadline.load(Relaxed);
+        if deadline == NEVER {
+            return true;
+        }
+        let now = clock.now();
+        if now >= deadline {
+            return false;
+        }
+        if self.sliding != NEVER {
+            let pushed = now.saturating_add(self.sliding).min(self.ttl_deadline);
+            if pushed > deadline {
+                self.deadline.fetch_max(pushed, Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Whether the entry is expired at `now`.
+    pub(crate) fn expired_at(&self, now: u64) -> bool {
+        self.deadline.load(Relaxed) <= now
+    }
+}
+
+/// A stored entry.
+pub(crate) struct Entry {
+    pub(crate) hash: u64,
+    /// The binary key (what lookups compare).
+    pub(crate) key: Box<[u8]>,
+    /// The readable key (an implicit dependency of the entry).
+    pub(crate) text: Arc<str>,
+    pub(crate) value: SharedValue,
+    /// Declared dependencies, deduplicated, without the key text.
+    pub(crate) deps: Box<[Arc<str>]>,
+    /// Unique for the backend's lifetime.
+    pub(crate) id: u64,
+    pub(crate) weight: u64,
+    pub(crate) expiry: Expiry,
+    /// S3-FIFO read frequency (0..=3).
+    freq: AtomicU8,
+}
+
+impl Entry {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        hash: u64,
+        key: Box<[u8]>,
+        text: Arc<str>,
+        value: SharedValue,
+        deps: Box<[Arc<str>]>,
+        id: u64,
+        weight: u64,
+        expiry: Expiry,
+    ) -> Self {
+        Entry {
+            hash,
+            key,
+            text,
+            value,
+            deps,
+            id,
+            weight,
+            expiry,
+            freq: AtomicU8::new(0),
+        }
+    }
+}
+
+struct Node {
+    entry: Option<Entry>,
+    links: Links,
+}
+
+impl LinkStore for Vec<Node> {
+    #[inline]
+    fn links(&mut self, slot: u32) -> &mut Links {
+        &mut self[slot as usize].links
+    }
+}
+
+/// What an insert displaced: the entry it overwrote, the entries it evicted (with their
+/// slots), and the new entry itself if it could not be stored (heavier than the shard).
+#[derive(Default)]
+pub(crate) struct Displaced {
+    pub(crate) replaced: Option<(u32, Entry)>,
+    pub(crate) evicted: Vec<(u32, Entry)>,
+    pub(crate) unstored: Option<Entry>,
+}
+
+/// One shard (held in a `RwLock` by the backend).
+pub(crate) struct Shard {
+    table: HashTable<u32>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// `[MAIN, SMALL]`.
+    queues: [List; 2],
+    ghost: Ghost,
+    len: usize,
+    weight: u64,
+    cap_entries: usize,
+    cap_weight: u64,
+}
+
+impl Shard {
+    pub(crate) fn new(cap_entries: usize, cap_weight: u64) -> Self {
+        Shard {
+            table: HashTable::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            queues: [List::default(); 2],
+            ghost: Ghost::default(),
+            len: 0,
+            weight: 0,
+            cap_entries,
+            cap_weight,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.table
+            .find(hash, |&i| match nodes.get(i as usize) {
+                Some(Node { entry: Some(e), .. }) => e.hash == hash && *e.key == *key,
+                _ => false,
+            })
+            .copied()
+    }
+
+    #[inline]
+    fn entry(&self, slot: u32) -> Option<&Entry> {
+        self.nodes.get(slot as usize)?.entry.as_ref()
+    }
+
+    /// The hit path under the read lock (S3-FIFO, FIFO): no allocation, atomics only.
+    #[inline]
+    pub(crate) fn get(
+        &self,
+        hash: u64,
+        key: &[u8],
+        clock: &Clock,
+        count: bool,
+    ) -> Option<SharedValue> {
+        let e = self.entry(self.find(hash, key)?)?;
+        if !e.expiry.read(clock) {
+            return None;
+        }
+        if count {
+            let f = e.freq.load(Relaxed);
+            if f < MAX_FREQ {
+                e.freq.store(f + 1, Relaxed);
+            }
+        }
+        Some(e.value.clone())
+    }
+
+    /// The LRU hit path, under the write lock: moves the entry to the front.
+    #[inline]
+    pub(crate) fn get_lru(&mut self, hash: u64, key: &[u8], clock: &Clock) -> Option<SharedValue> {
+        let slot = self.find(hash, key)?;
+        let e = self.entry(slot)?;
+        if !e.expiry.read(clock) {
+            return None;
+        }
+        let (value, weight) = (e.value.clone(), e.weight);
+        let q = self.nodes[slot as usize].links.queue as usize;
+        if self.queues[q].head != slot {
+            self.queues[q].unlink(&mut self.nodes, slot, weight);
+            self.queues[q].push_head(&mut self.nodes, slot, weight);
+        }
+        Some(value)
+    }
+
+    /// Whether an entry of this weight can ever fit in the shard.
+    pub(crate) fn fits(&self, weight: u64) -> bool {
+        weight <= self.cap_weight
+    }
+
+    /// Stores `entry`, overwriting an entry with the same key and evicting to stay within
+    /// bounds. Returns the new entry's slot if it is stored.
+    pub(crate) fn insert(
+        &mut self,
+        entry: Entry,
+        policy: EvictionPolicy,
+        out: &mut Displaced,
+    ) -> Option<u32> {
+        let mut queue = match policy {
+            EvictionPolicy::S3Fifo => SMALL,
+            _ => MAIN,
+        };
+        let mut freq = 0;
+        if let Some(slot) = self.find(entry.hash, &entry.key) {
+            if let Some((old, old_queue)) = self.remove_at(slot) {
+                if policy == EvictionPolicy::S3Fifo && old_queue == MAIN {
+                    queue = MAIN;
+                    freq = old.freq.load(Relaxed);
+                }
+                out.replaced = Some((slot, old));
+            }
+        }
+        if !self.fits(entry.weight) {
+            out.unstored = Some(entry);
+            return None;
+        }
+        if queue == SMALL && self.ghost.contains(entry.hash) {
+            queue = MAIN;
+        }
+        // Count the new entry, evict among the others, then queue it: it is never its own
+        // victim while anything else can leave.
+        self.len += 1;
+        self.weight += entry.weight;
+        self.evict(policy, &mut out.evicted);
+        let (hash, weight) = (entry.hash, entry.weight);
+        entry.freq.store(freq, Relaxed);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.nodes[s as usize].entry = Some(entry);
+                s
+            }
+            None => {
+                self.nodes.push(Node {
+                    entry: Some(entry),
+                    links: Links::default(),
+                });
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        let nodes = &self.nodes;
+        self.table.insert_unique(hash, slot, |&i| {
+            nodes
+                .get(i as usize)
+                .and_then(|n| n.entry.as_ref())
+                .map_or(0, |e| e.hash)
+        });
+        self.nodes[slot as usize].links.queue = queue;
+        self.queues[queue as usize].push_head(&mut self.nodes, slot, weight);
+        Some(slot)
+    }
+
+    fn over(&self) -> bool {
+        self.len > self.cap_entries || self.weight > self.cap_weight
+    }
+
+    fn evict(&mut self, policy: EvictionPolicy, out: &mut Vec<(u32, Entry)>) {
+        while self.over() {
+            let victim = match policy {
+                EvictionPolicy::S3Fifo => self.s3fifo_victim(),
+                _ => self.queues[MAIN as usize].tail,
+            };
+            if victim == NIL {
+                break;
+            }
+            match self.remove_at(victim) {
+                Some((e, _)) => out.push((victim, e)),
+                None => break,
+            }
+        }
+    }
+
+    /// Runs S3-FIFO until it designates a victim (promoting and re-queueing on the way).
+    fn s3fifo_victim(&mut self) -> u32 {
+        let ghost_cap = if self.cap_entries == usize::MAX {
+            self.len.max(64)
+        } else {
+            self.cap_entries
+        };
+        loop {
+            let small = self.queues[SMALL as usize];
+            let main = self.queues[MAIN as usize];
+            let small_full =
+                small.len > self.cap_entries / 10 || small.weight > self.cap_weight / 10;
+            if small.len > 0 && (small_full || main.len == 0) {
+                let t = small.tail;
+                let Some(e) = self.entry(t) else { return NIL };
+                let (weight, hash) = (e.weight, e.hash);
+                if e.freq.load(Relaxed) > PROMOTE_ABOVE {
+                    e.freq.store(0, Relaxed);
+                    self.queues[SMALL as usize].unlink(&mut self.nodes, t, weight);
+                    self.nodes[t as usize].links.queue = MAIN;
+                    self.queues[MAIN as usize].push_head(&mut self.nodes, t, weight);
+                    continue;
+                }
+                self.ghost.insert(hash, ghost_cap);
+                return t;
+            }
+            if main.len == 0 {
+                return NIL;
+            }
+            let t = main.tail;
+            let Some(e) = self.entry(t) else { return NIL };
+            let f = e.freq.load(Relaxed);
+            if f == 0 {
+                return t;
+            }
+            e.freq.store(f - 1, Relaxed);
+            let weight = e.weight;
+            self.queues[MAIN as usize].unlink(&mut self.nodes, t, weight);
+            self.queues[MAIN as usize].push_head(&mut self.nodes, t, weight);
+        }
+    }
+
+    /// Takes the entry at `slot` out of the table, its queue and the slab.
+    fn remove_at(&mut self, slot: u32) -> Option<(Entry, u8)> {
+        let node = self.nodes.get(slot as usize)?;
+        let e = node.entry.as_ref()?;
+        let (hash, weight, queue) = (e.hash, e.weight, node.links.queue);
+        self.queues[queue as usize].unlink(&mut self.nodes, slot, weight);
+        if let Ok(found) = self.table.find_entry(hash, |&i| i == slot) {
+            found.remove();
+        }
+        let e = self.nodes[slot as usize].entry.take()?;
+        self.free.push(slot);
+        self.len -= 1;
+        self.weight -= weight;
+        Some((e, queue))
+    }
+
+    /// Removes the entry at `slot` if it is still the one with this id.
+    pub(crate) fn remove(&mut self, slot: u32, id: u64) -> Option<Entry> {
+        if self.entry(slot)?.id != id {
+            return None;
+        }
+        self.remove_at(slot).map(|(e, _)| e)
+    }
+
+    /// Moves every entry expired at `now` into `out`.
+    pub(crate) fn take_expired(&mut self, now: u64, out: &mut Vec<(u32, Entry)>) {
+        for slot in 0..self.nodes.len() as u32 {
+            if self.entry(slot).is_some_and(|e| e.expiry.expired_at(now)) {
+                if let Some((e, _)) = self.remove_at(slot) {
+                    out.push((slot, e));
+                }
+            }
+        }
+    }
+
+    /// Moves every entry into `out` and forgets the policy's history.
+    pub(crate) fn drain(&mut self, out: &mut Vec<Entry>) {
+        out.extend(self.nodes.drain(..).filter_map(|n| n.entry));
+        *self = Shard::new(self.cap_entries, self.cap_weight);
+    }
+
+    /// Every entry with its slot (for introspection).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u32, &Entry)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.entry.as_ref().map(|e| (i as u32, e)))
+    }
+
+    /// The key text of the entry at `slot` if it still has this id.
+    pub(crate) fn text_of(&self, slot: u32, id: u64) -> Option<&Arc<str>> {
+        self.entry(slot).filter(|e| e.id == id).map(|e| &e.text)
+    }
+}

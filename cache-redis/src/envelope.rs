@@ -1,0 +1,176 @@
+//! The versioned envelope around a stored value.
+//!
+//! ```text
+//! byte 0      magic 0xCA
+//! byte 1      format version (1)
+//! byte 2      flags: bit 0 = payload is LZ4 (size-prepended block), bit 1 = sliding present,
+//!             bit 2 = absolute deadline present
+//! [u64 LE]    sliding expiration in ms          (if bit 1)
+//! [u64 LE]    absolute deadline, unix ms        (if bit 2; caps the sliding refresh)
+//! payload     MessagePack bytes (or their LZ4 block)
+//! ```
+//!
+//! Anything else (wrong magic, unknown version or flags, truncated header, bad LZ4, a
+//! decompressed size over the limit) is [`EnvelopeError`]: the backend answers a miss and the
+//! next fill overwrites the key.
+
+pub(crate) const MAGIC: u8 = 0xCA;
+pub(crate) const VERSION: u8 = 1;
+const F_LZ4: u8 = 1;
+const F_SLIDING: u8 = 2;
+const F_DEADLINE: u8 = 4;
+const KNOWN: u8 = F_LZ4 | F_SLIDING | F_DEADLINE;
+
+/// Why stored bytes are not a valid envelope.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum EnvelopeError {
+    #[error("not a cache-redis envelope (magic byte {0:#04x})")]
+    Magic(u8),
+    #[error("unknown envelope format version {0}")]
+    Version(u8),
+    #[error("unknown envelope flags {0:#04x}")]
+    Flags(u8),
+    #[error("truncated envelope header")]
+    Truncated,
+    #[error("corrupt compressed payload: {0}")]
+    Lz4(String),
+    #[error("decompressed size {0} exceeds the limit")]
+    TooLarge(usize),
+}
+
+/// An opened envelope.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Opened {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) sliding_ms: Option<u64>,
+    pub(crate) deadline_ms: Option<u64>,
+}
+
+/// Wraps `payload`, compressing it when it is longer than `compress_over` and LZ4 makes it
+/// smaller.
+pub(crate) fn seal(
+    payload: &[u8],
+    compress_over: usize,
+    sliding_ms: Option<u64>,
+    deadline_ms: Option<u64>,
+) -> Vec<u8> {
+    let compressed = (payload.len() > compress_over)
+        .then(|| lz4_flex::block::compress_prepend_size(payload))
+        .filter(|c| c.len() < payload.len());
+    let mut flags = 0;
+    if compressed.is_some() {
+        flags |= F_LZ4;
+    }
+    if sliding_ms.is_some() {
+        flags |= F_SLIDING;
+    }
+    if deadline_ms.is_some() {
+        flags |= F_DEADLINE;
+    }
+    let body: &[u8] = compressed.as_deref().unwrap_or(payload);
+    let mut out = Vec::with_capacity(3 + 16 + body.len());
+    out.extend_from_slice(&[MAGIC, VERSION, flags]);
+    if let Some(s) = sliding_ms {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    if let Some(d) = deadline_ms {
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Opens stored bytes. `max_decompressed` bounds the size an LZ4 header may claim.
+pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Opened, EnvelopeError> {
+    if bytes.len() < 3 {
+        return Err(match bytes.first() {
+            Some(&m) if m != MAGIC => EnvelopeError::Magic(m),
+            _ => EnvelopeError::Truncated,
+        });
+    }
+    if bytes[0] != MAGIC {
+        return Err(EnvelopeError::Magic(bytes[0]));
+    }
+    if bytes[1] != VERSION {
+        return Err(EnvelopeError::Version(bytes[1]));
+    }
+    let flags = bytes[2];
+    if flags & !KNOWN != 0 {
+        return Err(EnvelopeError::Flags(flags));
+    }
+    let mut at = 3;
+    let mut word = |at: &mut usize| -> Result<u64, EnvelopeError> {
+        let b = bytes
+            .get(*at..*at + 8)
+            .ok_or(EnvelopeError::Truncated)?;
+        *at += 8;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| EnvelopeError::Truncated)?))
+    };
+    let sliding_ms = if flags & F_SLIDING != 0 {
+        Some(word(&mut at)?)
+    } else {
+        None
+    };
+    let deadline_ms = if flags & F_DEADLINE != 0 {
+        Some(word(&mut at)?)
+    } else {
+        None
+    };
+    let payload = if flags & F_LZ4 != 0 {
+        let body = &bytes[at..];
+        let claimed = body
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or(EnvelopeError::Truncated)?;
+        if claimed > max_decompressed {
+            return Err(EnvelopeError::TooLarge(claimed));
+        }
+        lz4_flex::block::decompress_size_prepended(body)
+            .map_err(|e| EnvelopeError::Lz4(e.to_string()))?
+    } else {
+        bytes.drain(..at);
+        bytes
+    };
+    Ok(Opened {
+        payload,
+        sliding_ms,
+        deadline_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_plain_and_compressed() {
+        let small = b"hello".to_vec();
+        let sealed = seal(&small, 1024, None, None);
+        assert_eq!(sealed[..3], [MAGIC, VERSION, 0]);
+        assert_eq!(open(sealed, 1 << 20).unwrap().payload, small);
+
+        let big = vec![7u8; 10_000];
+        let sealed = seal(&big, 1024, Some(5_000), Some(99));
+        assert!(sealed.len() < 1_000, "compressible payload is compressed");
+        let o = open(sealed, 1 << 20).unwrap();
+        assert_eq!(o.payload, big);
+        assert_eq!(o.sliding_ms, Some(5_000));
+        assert_eq!(o.deadline_ms, Some(99));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [
+            vec![],
+            vec![MAGIC],
+            vec![1, 2, 3, 4],
+            vec![MAGIC, 9, 0],
+            vec![MAGIC, VERSION, 0x80],
+            vec![MAGIC, VERSION, F_SLIDING, 1, 2],
+            vec![MAGIC, VERSION, F_LZ4, 0xff, 0xff, 0xff, 0x7f, 1],
+            vec![MAGIC, VERSION, F_LZ4, 10, 0, 0, 0, 0xff, 0xff],
+        ] {
+            assert!(open(bytes, 1 << 20).is_err());
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! # test-support
+//!
+//! Internal test utilities for the workspace (not published): real `redis-server` processes on
+//! free loopback ports, started and stopped by the tests themselves.
+//!
+//! Rules this crate implements for every test that needs Redis:
+//!
+//! * the tests never touch the machine's own Redis (port 6379): each [`RedisServer`] listens on a
+//!   free port of `127.0.0.1` picked at start;
+//! * no persistence (`--save "" --appendonly no`), so a restart starts empty unless you say
+//!   otherwise with extra arguments;
+//! * every wait is a condition polled with a deadline ([`wait_until`]), never a bare sleep;
+//! * the process is killed when the [`RedisServer`] is dropped, even when the test panics;
+//! * [`require_redis_server`] finds the binary; when it is missing, a test **fails** if the
+//!   environment variable `CI` is `true`, and is skipped with a loud message otherwise.
+//!
+//! ```no_run
+//! use test_support::{require_redis_server, RedisServer};
+//!
+//! let Some(bin) = require_redis_server() else { return }; // skipped on a laptop without Redis
+//! let mut server = RedisServer::start_with(&bin, &["--maxmemory", "10mb"]).unwrap();
+//! let mut con = server.client().get_connection().unwrap();
+//! let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+//! assert_eq!(pong, "PONG");
+//! server.kill();                 // the port stays reserved for this server
+//! server.restart().unwrap();     // same port, fresh (empty) server
+//! ```
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long [`RedisServer::start`] and [`RedisServer::restart`] wait for the server to answer
+/// `PING`.
+pub const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Finds `redis-server` (the `REDIS_SERVER` environment variable, else `PATH`).
+///
+/// Returns `None` when it is missing and the environment is not CI: the caller should return
+/// early (skip). Panics (fails the test) when it is missing and `CI=true`, because a CI that
+/// silently skips the Redis tests proves nothing.
+///
+/// ```
+/// // On a machine without redis-server and without CI=true this prints a warning and gives None.
+/// let _maybe = test_support::require_redis_server();
+/// ```
+pub fn require_redis_server() -> Option<PathBuf> {
+    if let Some(bin) = find_redis_server() {
+        return Some(bin);
+    }
+    let ci = std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false);
+    if ci {
+        panic!(
+            "redis-server was not found (PATH or REDIS_SERVER) and CI=true: \
+             install it (e.g. `apt-get install redis-server`) so the Redis tests run"
+        );
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !! SKIPPED: redis-server not found (PATH or REDIS_SERVER). This test did    !!\n\
+         !! not run. Install redis-server; with CI=true this would be a failure.     !!\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+    None
+}
+
+fn find_redis_server() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("REDIS_SERVER") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+/// A free TCP port on `127.0.0.1` (never 6379).
+///
+/// ```
+/// let port = test_support::free_port().unwrap();
+/// assert_ne!(port, 6379);
+/// ```
+pub fn free_port() -> io::Result<u16> {
+    for _ in 0..32 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port != 6379 {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other("no free port other than 6379"))
+}
+
+/// Polls `condition` every few milliseconds until it is true or `deadline` has passed; returns
+/// whether it became true. A bounded loop: use it instead of sleeping and hoping.
+///
+/// ```
+/// let start = std::time::Instant::now();
+/// assert!(test_support::wait_until(std::time::Duration::from_secs(1), || start.elapsed().as_millis() > 5));
+/// ```
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A `redis-server` child process on a free loopback port, killed on drop.
+///
+/// ```no_run
+/// let Some(bin) = test_support::require_redis_server() else { return };
+/// let server = test_support::RedisServer::start(&bin).unwrap();
+/// println!("{}", server.url()); // redis://127.0.0.1:PORT/
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    bin: PathBuf,
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence on a free port and waits (bounded) for `PING`.
+    pub fn start(bin: &Path) -> io::Result<Self> {
+        Self::start_with(bin, &[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments (e.g.
+    /// `["--requirepass", "s3cret"]` or `["--maxmemory", "1mb"]`).
+    pub fn start_with(bin: &Path, extra_args: &[&str]) -> io::Result<Self> {
+        let mut server = RedisServer {
+            bin: bin.to_path_buf(),
+            port: free_port()?,
+            args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--protected-mode")
+            .arg("no")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn()?;
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let up = wait_until(START_DEADLINE, || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return true; // exited: reported below
+                }
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() && self.ping()
+        });
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(io::Error::other(format!(
+                    "redis-server on port {} exited at start: {status}",
+                    self.port
+                )));
+            }
+        }
+        if !up {
+            self.kill();
+            return Err(io::Error::other(format!(
+                "redis-server on port {} did not answer PING within {START_DEADLINE:?}",
+                self.port
+            )));
+        }
+        Ok(())
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url_with_auth()) else {
+            return false;
+        };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut con).is_ok()
+    }
+
+    fn url_with_auth(&self) -> String {
+        // When the server was started with --requirepass, ping with that password.
+        let pass = self
+            .args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.args.get(i + 1));
+        match pass {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => self.url(),
+        }
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT/` (no credentials).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A redis-rs client for this server (with the `--requirepass` password, if any).
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url_with_auth()).expect("a valid loopback URL")
+    }
+
+    /// A synchronous connection with 2 s read/write timeouts, for setup and assertions.
+    pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let con = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(2))?;
+        con.set_read_timeout(Some(Duration::from_secs(2)))?;
+        con.set_write_timeout(Some(Duration::from_secs(2)))?;
+        Ok(con)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Kills the process (SIGKILL) and waits for it to exit. The port is kept for
+    /// [`RedisServer::restart`]. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server if it runs, then starts a fresh one on the same port (same arguments)
+    /// and waits (bounded) for `PING`.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        // The port may linger briefly in the kernel after a kill; retry binding with a deadline.
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < end => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
