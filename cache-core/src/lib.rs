@@ -34,6 +34,7 @@ pub use backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Look
 pub use context::add_dependency;
 pub use error::CacheError;
 pub use key::KeyPart;
+pub use cache_macros::{cache_put, cached, invalidates, KeyPart};
 pub use memory::MemoryBackend;
 pub use registry::{configure, Profile};
 pub use runtime::{
@@ -50,8 +51,58 @@ pub mod __private {
     pub use crate::runtime::{
         Begin, CallInfo, EntryRef, Filler, FnCache, FnMeta, FnRef, Mode, RawKey,
     };
+    pub use crate::error::CacheError;
     pub use crate::value::Cacheable;
+    pub use ::core::any::type_name;
     pub use ::core::time::Duration;
+    pub use ::std::{format, module_path};
+
+    /// Where the generated key closure writes a call's key arguments: the binary or the
+    /// readable form, the same encoding as a tuple of the arguments.
+    pub enum ArgWriter<'a> {
+        /// The binary form.
+        Binary(&'a mut KeyBuf),
+        /// The readable form; `first` is true before the first argument.
+        Readable(&'a mut String, bool),
+    }
+
+    impl ArgWriter<'_> {
+        /// Writes one key argument (the error for a type without `KeyPart` points here).
+        #[inline(always)]
+        pub fn arg<T: KeyPart + ?Sized>(&mut self, value: &T) {
+            match self {
+                ArgWriter::Binary(out) => value.write_binary(out),
+                ArgWriter::Readable(out, first) => {
+                    if !*first {
+                        out.push(',');
+                    }
+                    *first = false;
+                    value.write_readable(out);
+                }
+            }
+        }
+    }
+
+    /// The key arguments of a call, written by a closure (no tuple, no allocation).
+    pub struct Args<F>(F);
+
+    /// Wraps the generated key closure.
+    #[inline(always)]
+    pub fn args<F: Fn(&mut ArgWriter<'_>)>(f: F) -> Args<F> {
+        Args(f)
+    }
+
+    impl<F: Fn(&mut ArgWriter<'_>)> KeyPart for Args<F> {
+        #[inline(always)]
+        fn write_binary(&self, out: &mut KeyBuf) {
+            (self.0)(&mut ArgWriter::Binary(out))
+        }
+        fn write_readable(&self, out: &mut String) {
+            out.push('(');
+            (self.0)(&mut ArgWriter::Readable(out, true));
+            out.push(')');
+        }
+    }
 
     /// Type-checks a key parameter (the error points at the parameter).
     #[inline(always)]

@@ -63,12 +63,12 @@ pub(crate) fn parse_nanos(text: &str) -> Result<u64, String> {
                 ))
             }
         };
-        total = total
-            .checked_add(n.checked_mul(scale).unwrap_or(u128::MAX))
-            .unwrap_or(u128::MAX);
+        total = total.saturating_add(n.saturating_mul(scale));
     }
     if total == 0 {
-        return Err(format!("invalid duration \"{text}\": it must be longer than zero"));
+        return Err(format!(
+            "invalid duration \"{text}\": it must be longer than zero"
+        ));
     }
     u64::try_from(total).map_err(|_| format!("invalid duration \"{text}\": too long"))
 }
@@ -90,7 +90,16 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["", "5", "5x", "m", "0s", "1.5s", "-1s", "99999999999999999999999999999999999h"] {
+        for bad in [
+            "",
+            "5",
+            "5x",
+            "m",
+            "0s",
+            "1.5s",
+            "-1s",
+            "99999999999999999999999999999999999h",
+        ] {
             assert!(parse_nanos(bad).is_err(), "{bad} parsed");
         }
     }

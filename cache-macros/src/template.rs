@@ -38,7 +38,9 @@ impl Template {
                 '}' => {
                     return Err(syn::Error::new(
                         lit.span(),
-                        format!("unmatched `}}` in template \"{text}\"; write `}}}}` for a literal brace"),
+                        format!(
+                        "unmatched `}}` in template \"{text}\"; write `}}}}` for a literal brace"
+                    ),
                     ))
                 }
                 '{' => {
@@ -66,7 +68,9 @@ impl Template {
                             && s.chars().all(|c| c == '_' || c.is_alphanumeric())
                             && !s.starts_with(|c: char| c.is_ascii_digit())
                     };
-                    let field_ok = |s: &str| ident_ok(s) || (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit()));
+                    let field_ok = |s: &str| {
+                        ident_ok(s) || (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit()))
+                    };
                     if !ident_ok(&root) || !fields.iter().all(|f| field_ok(f)) {
                         return Err(syn::Error::new(
                             lit.span(),
@@ -75,18 +79,24 @@ impl Template {
                             ),
                         ));
                     }
-                    if !names.iter().any(|n| *n == root) {
+                    if !names.contains(&root) {
                         let list = if names.is_empty() {
                             "the fn has no named parameters".to_string()
                         } else {
                             format!(
                                 "the parameters are {}",
-                                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                                names
+                                    .iter()
+                                    .map(|n| format!("`{n}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         };
                         return Err(syn::Error::new(
                             lit.span(),
-                            format!("template \"{text}\" names an unknown parameter `{root}`; {list}"),
+                            format!(
+                                "template \"{text}\" names an unknown parameter `{root}`; {list}"
+                            ),
                         ));
                     }
                     format.push_str("{}");
@@ -147,7 +157,9 @@ pub(crate) fn lit_str_array(expr: &syn::Expr, option: &str) -> syn::Result<Vec<L
     let syn::Expr::Array(arr) = expr else {
         return Err(syn::Error::new_spanned(
             expr,
-            format!("`{option}` takes a list of string templates, e.g. `{option} = [\"user:{{id}}\"]`"),
+            format!(
+                "`{option}` takes a list of string templates, e.g. `{option} = [\"user:{{id}}\"]`"
+            ),
         ));
     };
     let mut out = Vec::new();
@@ -155,11 +167,15 @@ pub(crate) fn lit_str_array(expr: &syn::Expr, option: &str) -> syn::Result<Vec<L
     for e in &arr.elems {
         match e {
             syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s), ..
+                lit: syn::Lit::Str(s),
+                ..
             }) => out.push(s.clone()),
             other => crate::combine(
                 &mut err,
-                syn::Error::new_spanned(other, format!("`{option}` entries must be string literals")),
+                syn::Error::new_spanned(
+                    other,
+                    format!("`{option}` entries must be string literals"),
+                ),
             ),
         }
     }

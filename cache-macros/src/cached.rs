@@ -1,0 +1,623 @@
+//! `#[cached(...)]`: the wrapped fn and its companions.
+//!
+//! For `fn get_user(db: &Db, id: u64) -> Result<User, E>` with `skip(db)` the expansion is:
+//!
+//! * `get_user`: looks the call up through a `static FnCache` (held by a hidden accessor fn,
+//!   `__cache_core_get_user`) and, on a miss, runs `get_user_uncached` and stores its value;
+//! * the companions `get_user_entry(id)`, `get_user_invalidate(id)`, `get_user_invalidate_all()`,
+//!   `get_user_cache()`, `get_user_refresh(db, id)`, `get_user_uncached(db, id)` (the original
+//!   body).
+//!
+//! With `companions = false` (required in trait impls, where no item can be added) the static
+//! lives inside the fn and the body stays inline.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::{FnArg, Ident, ItemFn, Pat};
+
+use crate::combine;
+use crate::options::CachedOptions;
+use crate::signature::{self, Param, Ret, RetKind};
+use crate::template::Template;
+
+/// Expands `#[cached(attr)] item`; on error, the errors and the item unchanged (so the rest of
+/// the crate still type-checks and the user sees only the real problem).
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = match crate::parse_fn(item.clone(), "cached") {
+        Ok(f) => f,
+        Err(e) => {
+            let e = e.to_compile_error();
+            return quote!(#e #item);
+        }
+    };
+    match expand_fn(attr, &func) {
+        Ok(ts) => ts,
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#e #func)
+        }
+    }
+}
+
+/// Everything the generated code needs, checked.
+struct Plan<'a> {
+    func: &'a ItemFn,
+    opts: CachedOptions,
+    params: Vec<Param>,
+    /// Indices of the key parameters in `params`.
+    key: Vec<usize>,
+    ret: Ret,
+    method: bool,
+    depends_on: Vec<Template>,
+    key_template: Option<Template>,
+}
+
+fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
+    let mut err: Option<syn::Error> = None;
+    let opts = match CachedOptions::parse(attr) {
+        Ok(o) => o,
+        Err(e) => {
+            combine(&mut err, e);
+            CachedOptions::default()
+        }
+    };
+    let sig = &func.sig;
+    let params = signature::params(sig);
+    let receiver = sig.receiver();
+    // names a template may use: plain parameters, names bound by patterns, `self`
+    let mut names: Vec<String> = params
+        .iter()
+        .flat_map(|p| p.bound.iter().map(Ident::to_string))
+        .collect();
+    if receiver.is_some() {
+        names.push("self".into());
+    }
+    for s in &opts.skip {
+        if !params.iter().any(|p| p.bound.contains(s)) {
+            let hint = if *s == "self" {
+                "; the receiver is never part of the key unless `include_self` is given".to_string()
+            } else {
+                format!(
+                    "; the parameters are {}",
+                    list(params.iter().flat_map(|p| p.bound.iter()))
+                )
+            };
+            combine(
+                &mut err,
+                syn::Error::new(s.span(), format!("`skip({s})` names no parameter{hint}")),
+            );
+        }
+    }
+    if let (Some(tok), None) = (&opts.include_self, receiver) {
+        combine(
+            &mut err,
+            syn::Error::new(
+                tok.span(),
+                "`include_self` needs a method with a `self` receiver",
+            ),
+        );
+    }
+    let ret = match signature::ret(&sig.output, opts.cache_none) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            combine(&mut err, e);
+            None
+        }
+    };
+    let key_template = match &opts.key {
+        Some(lit) => match Template::parse(lit, &names) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                combine(&mut err, e);
+                None
+            }
+        },
+        None => None,
+    };
+    // the key parameters
+    let mut key = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        let skipped = p.wildcard || opts.skip.iter().any(|s| p.bound.contains(s));
+        let in_key = match &key_template {
+            Some(t) => t.roots().iter().any(|r| p.bound.iter().any(|b| b == r)),
+            None => !skipped,
+        };
+        if !in_key {
+            continue;
+        }
+        if key_template.is_some() && skipped {
+            combine(
+                &mut err,
+                syn::Error::new(
+                    p.ident.span(),
+                    format!("`{}` is skipped but the `key` template uses it", p.ident),
+                ),
+            );
+        }
+        if key_template.is_none() && p.impl_trait {
+            combine(
+                &mut err,
+                syn::Error::new_spanned(
+                    &p.ty,
+                    format!(
+                        "an `impl Trait` parameter cannot be part of the cache key; add `{}` to `skip(...)`",
+                        p.bound.first().map_or_else(|| "it".to_string(), Ident::to_string)
+                    ),
+                ),
+            );
+        }
+        if key_template.is_some() && !p.plain {
+            combine(
+                &mut err,
+                syn::Error::new_spanned(
+                    &p.pat,
+                    "a `key` template can only use plain parameters (`name: Type`), not names bound by a pattern",
+                ),
+            );
+        }
+        key.push(i);
+    }
+    let mut depends_on = Vec::new();
+    for lit in &opts.depends_on {
+        match Template::parse(lit, &names) {
+            Ok(t) => {
+                for root in t.roots() {
+                    let is_key = if root == "self" {
+                        opts.include_self.is_some()
+                    } else {
+                        key.iter()
+                            .any(|&i| params[i].plain && params[i].ident == root)
+                    };
+                    if !is_key {
+                        let why = if root == "self" {
+                            "the receiver is not part of the key; add `include_self`".to_string()
+                        } else {
+                            format!("`{root}` is not a key parameter (skipped, or bound by a pattern); a dependency must follow from the key")
+                        };
+                        combine(
+                            &mut err,
+                            syn::Error::new(
+                                lit.span(),
+                                format!("`depends_on` uses `{root}`: {why}"),
+                            ),
+                        );
+                    }
+                }
+                depends_on.push(t);
+            }
+            Err(e) => combine(&mut err, e),
+        }
+    }
+    match (err, ret) {
+        (Some(e), _) => Err(e),
+        (None, None) => unreachable!("an invalid return type is an error"),
+        (None, Some(ret)) => Ok(Plan {
+            method: signature::is_method(sig),
+            func,
+            opts,
+            params,
+            key,
+            ret,
+            depends_on,
+            key_template,
+        }),
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a Ident>) -> String {
+    let v: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn p() -> TokenStream {
+    quote!(::cache_core::__private)
+}
+
+impl Plan<'_> {
+    fn name(&self) -> &Ident {
+        &self.func.sig.ident
+    }
+
+    fn companion(&self, suffix: &str) -> Ident {
+        format_ident!("{}_{}", self.name(), suffix)
+    }
+
+    /// `Self::` for associated fns.
+    fn prefix(&self) -> TokenStream {
+        if self.method {
+            quote!(Self::)
+        } else {
+            quote!()
+        }
+    }
+
+    fn accessor(&self) -> Ident {
+        format_ident!("__cache_core_{}", self.name())
+    }
+
+    /// The expression of the `&'static FnCache`.
+    fn cache(&self) -> TokenStream {
+        if self.opts.companions {
+            let prefix = self.prefix();
+            let acc = self.accessor();
+            quote!(#prefix #acc())
+        } else {
+            quote!(__CACHE_CORE_FN)
+        }
+    }
+
+    fn static_item(&self, name: &Ident) -> TokenStream {
+        let p = p();
+        let o = &self.opts;
+        let fn_name = self.name().to_string();
+        let version = o.version;
+        let dur = |d: Option<u64>| match d {
+            Some(n) => quote!(::core::option::Option::Some(#p::Duration::from_nanos(#n))),
+            None => quote!(::core::option::Option::None),
+        };
+        let ttl = dur(o.ttl);
+        let sliding = dur(o.sliding);
+        let profile = match &o.profile {
+            Some(l) => quote!(::core::option::Option::Some(#l)),
+            None => quote!(::core::option::Option::None),
+        };
+        let cache_none = !matches!(self.ret.kind, RetKind::Option(false));
+        let lock = o.lock;
+        let custom_key = self.key_template.is_some();
+        quote! {
+            static #name: #p::FnCache = #p::FnCache::new(#p::FnMeta {
+                module: #p::module_path!(),
+                name: #fn_name,
+                version: #version,
+                ttl: #ttl,
+                sliding: #sliding,
+                profile: #profile,
+                cache_none: #cache_none,
+                lock: #lock,
+                custom_key: #custom_key,
+            });
+        }
+    }
+
+    /// `CallInfo { self_type, generics }`.
+    fn info(&self, with_generics: bool) -> TokenStream {
+        let p = p();
+        let self_type = if self.method {
+            quote!(::core::option::Option::Some(#p::type_name::<Self>()))
+        } else {
+            quote!(::core::option::Option::None)
+        };
+        let generics = if with_generics {
+            signature::type_params(&self.func.sig.generics)
+        } else {
+            Vec::new()
+        };
+        quote!(#p::CallInfo { self_type: #self_type, generics: &[#(#p::type_name::<#generics>()),*] })
+    }
+
+    /// The key argument: a closure writing each key parameter, or the custom key.
+    fn key_expr(&self) -> TokenStream {
+        let p = p();
+        if let Some(t) = &self.key_template {
+            let text = t.format_expr();
+            return quote!(&#p::RawKey(#text));
+        }
+        let mut writes = Vec::new();
+        if let Some(tok) = &self.opts.include_self {
+            let this = Ident::new("self", tok.span());
+            writes.push(quote_spanned!(tok.span()=> __k.arg(&#this);));
+        }
+        for &i in &self.key {
+            let id = &self.params[i].ident;
+            writes.push(quote_spanned!(id.span()=> __k.arg(&#id);));
+        }
+        quote!(&#p::args(|__k| { #(#writes)* }))
+    }
+
+    /// The dependency closure.
+    fn deps_expr(&self) -> TokenStream {
+        if self.depends_on.is_empty() {
+            return quote!(&mut |_| {});
+        }
+        let pushes = self.depends_on.iter().map(|t| {
+            let f = t.format_expr();
+            quote!(__d.push(#f);)
+        });
+        quote!(&mut |__d: &mut ::std::vec::Vec<::std::string::String>| { #(#pushes)* })
+    }
+
+    /// The begin / fill logic of a call with `mode`; `body` is the body future (async) or
+    /// closure (sync).
+    fn logic(&self, mode: &str, body: TokenStream, cache_stmt: TokenStream) -> TokenStream {
+        let p = p();
+        let cache = self.cache();
+        let value = &self.ret.value;
+        let key = self.key_expr();
+        let info = self.info(true);
+        let deps = self.deps_expr();
+        let mode = Ident::new(mode, Span::call_site());
+        let asyncness = self.func.sig.asyncness.is_some();
+        let (begin, fill, aw) = if asyncness {
+            (quote!(begin_async), quote!(fill_async), quote!(.await))
+        } else {
+            (quote!(begin_blocking), quote!(fill_blocking), quote!())
+        };
+        let (hit, to_value) = match self.ret.kind {
+            RetKind::Result => (
+                quote!(::core::result::Result::Ok(__v)),
+                quote!(|__r| __r.as_ref().ok().cloned()),
+            ),
+            RetKind::Option(false) => (
+                quote!(::core::option::Option::Some(__v)),
+                quote!(|__r| ::core::clone::Clone::clone(__r)),
+            ),
+            _ => (
+                quote!(__v),
+                quote!(|__r| ::core::option::Option::Some(::core::clone::Clone::clone(__r))),
+            ),
+        };
+        let value_span = match &self.func.sig.output {
+            syn::ReturnType::Type(_, t) => crate::first_span(t),
+            syn::ReturnType::Default => self.name().span(),
+        };
+        let begin_call = quote_spanned!(value_span=> #cache.#begin::<_, #value>);
+        quote! {
+            #cache_stmt
+            let __cache_core_begin = #begin_call(#key, #info, #deps, #p::Mode::#mode)#aw;
+            match __cache_core_begin {
+                #p::Begin::Hit(__v) => #hit,
+                #p::Begin::Fill(__f) => __f.#fill(#body, #to_value)#aw,
+            }
+        }
+    }
+
+    /// Inputs with pattern parameters renamed and `mut` dropped (the fn only passes them on).
+    fn forwarding_inputs(&self, keep_mut: bool) -> Vec<FnArg> {
+        let mut i = 0;
+        self.func
+            .sig
+            .inputs
+            .iter()
+            .map(|arg| match arg {
+                FnArg::Receiver(r) => {
+                    let mut r = r.clone();
+                    if !keep_mut {
+                        r.mutability = None;
+                    }
+                    FnArg::Receiver(r)
+                }
+                FnArg::Typed(pt) => {
+                    let param = &self.params[i];
+                    i += 1;
+                    let mut pt = pt.clone();
+                    let keep = keep_mut && param.plain;
+                    if !keep {
+                        pt.pat = Box::new(Pat::Ident(syn::PatIdent {
+                            attrs: Vec::new(),
+                            by_ref: None,
+                            mutability: None,
+                            ident: param.ident.clone(),
+                            subpat: None,
+                        }));
+                    }
+                    FnArg::Typed(pt)
+                }
+            })
+            .collect()
+    }
+
+    /// `name::<T, U>` (no turbofish when `impl Trait` parameters forbid it).
+    fn turbofish(&self, name: &Ident, explicit: bool) -> TokenStream {
+        let prefix = self.prefix();
+        let g = signature::generic_args(&self.func.sig.generics);
+        if g.is_empty() || !explicit {
+            quote!(#prefix #name)
+        } else {
+            quote!(#prefix #name::<#(#g),*>)
+        }
+    }
+
+    /// Arguments forwarded to `name_uncached`.
+    fn forward_args(&self) -> TokenStream {
+        let recv = self.func.sig.receiver().map(|_| quote!(self,));
+        let args = self.params.iter().map(|p| &p.ident);
+        quote!(#recv #(#args),*)
+    }
+
+    /// Lint attributes and `cfg`s copied onto companions.
+    fn copied_attrs(&self) -> Vec<&syn::Attribute> {
+        self.func
+            .attrs
+            .iter()
+            .filter(|a| {
+                ["cfg", "cfg_attr", "allow", "expect", "warn", "deny"]
+                    .iter()
+                    .any(|n| a.path().is_ident(n))
+            })
+            .collect()
+    }
+}
+
+fn expand_fn(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
+    let plan = plan(attr, func)?;
+    Ok(if plan.opts.companions {
+        with_companions(&plan)
+    } else {
+        inline(&plan)
+    })
+}
+
+/// `companions = false`: the static and the body stay inside the fn.
+fn inline(plan: &Plan<'_>) -> TokenStream {
+    let func = plan.func;
+    let mut sig = func.sig.clone();
+    sig.inputs = plan.forwarding_inputs(true).into_iter().collect();
+    // pattern parameters are rebound inside the body
+    let rebinds = plan.params.iter().filter(|p| !p.plain).map(|p| {
+        let pat = &p.pat;
+        let id = &p.ident;
+        quote!(let #pat = #id;)
+    });
+    let block = &func.block;
+    let body = if func.sig.asyncness.is_some() {
+        quote!(async move { #(#rebinds)* #block })
+    } else {
+        quote!(|| { #(#rebinds)* #block })
+    };
+    let static_item = plan.static_item(&Ident::new("__CACHE_CORE_FN", Span::call_site()));
+    let logic = plan.logic("Normal", body, static_item);
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #logic
+        }
+    }
+}
+
+fn with_companions(plan: &Plan<'_>) -> TokenStream {
+    let p = p();
+    let func = plan.func;
+    let sig = &func.sig;
+    let name = plan.name();
+    let vis = &func.vis;
+    let attrs = &func.attrs;
+    let copied = plan.copied_attrs();
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let asyncness = &sig.asyncness;
+    let aw = asyncness.map(|_| quote!(.await));
+    let value = &plan.ret.value;
+    let has_impl_trait = plan.params.iter().any(|p| p.impl_trait);
+    let doc_name = if plan.method {
+        format!("Self::{name}")
+    } else {
+        name.to_string()
+    };
+
+    let uncached = plan.companion("uncached");
+    let refresh = plan.companion("refresh");
+    let entry = plan.companion("entry");
+    let invalidate = plan.companion("invalidate");
+    let invalidate_all = plan.companion("invalidate_all");
+    let cache_fn = plan.companion("cache");
+    let accessor = plan.accessor();
+
+    // the wrapped fn and `_refresh`: forward to `_uncached`
+    let forwarding: Vec<FnArg> = plan.forwarding_inputs(false);
+    let call_uncached = {
+        let f = plan.turbofish(&uncached, !has_impl_trait);
+        let args = plan.forward_args();
+        if asyncness.is_some() {
+            quote!(#f(#args))
+        } else {
+            quote!(|| #f(#args))
+        }
+    };
+    let mut main_sig = sig.clone();
+    main_sig.inputs = forwarding.iter().cloned().collect();
+    let main_logic = plan.logic("Normal", call_uncached.clone(), quote!());
+    let mut refresh_sig = main_sig.clone();
+    refresh_sig.ident = refresh.clone();
+    let refresh_logic = plan.logic("Refresh", call_uncached, quote!());
+    let mut uncached_sig = sig.clone();
+    uncached_sig.ident = uncached.clone();
+    let block = &func.block;
+
+    // companions taking the key parameters
+    let self_param = plan.opts.include_self.as_ref().map(|_| quote!(&self,));
+    let self_arg = plan.opts.include_self.as_ref().map(|_| quote!(self,));
+    let key_params: Vec<TokenStream> = plan
+        .key
+        .iter()
+        .map(|&i| {
+            let prm = &plan.params[i];
+            let (id, ty) = (&prm.ident, &prm.ty);
+            quote!(#id: #ty)
+        })
+        .collect();
+    let key_args: Vec<&Ident> = plan.key.iter().map(|&i| &plan.params[i].ident).collect();
+    let entry_call = plan.turbofish(&entry, true);
+    let key_expr = plan.key_expr();
+    let info = plan.info(true);
+    let info_all = plan.info(false);
+    let deps = plan.deps_expr();
+    let cache = plan.cache();
+    let (inv, inv_all) = if asyncness.is_some() {
+        (quote!(invalidate), quote!(invalidate_all))
+    } else {
+        (quote!(invalidate_blocking), quote!(invalidate_all_blocking))
+    };
+    let static_item = plan.static_item(&Ident::new("CACHE", Span::call_site()));
+
+    let doc_uncached = format!("Runs [`{doc_name}`] without the cache (generated by `#[cached]`).");
+    let doc_refresh = format!(
+        "Recomputes [`{doc_name}`] for these arguments, replaces the cached entry and returns the result (generated by `#[cached]`)."
+    );
+    let doc_entry = format!(
+        "The cache entry of [`{doc_name}`] for these key arguments: its key, `get`, `put`, `invalidate` (generated by `#[cached]`)."
+    );
+    let doc_invalidate = format!(
+        "Removes the cached entry of [`{doc_name}`] for these key arguments, and the entries that depend on it (generated by `#[cached]`)."
+    );
+    let doc_invalidate_all = format!(
+        "Removes every cached entry of [`{doc_name}`], and the entries that depend on them (generated by `#[cached]`)."
+    );
+    let doc_cache = format!(
+        "Every entry of [`{doc_name}`]: its stats, `invalidate_all` (generated by `#[cached]`)."
+    );
+    let allow = quote!(#[allow(dead_code, clippy::extra_unused_type_parameters, clippy::extra_unused_lifetimes, clippy::too_many_arguments)]);
+    quote! {
+        #(#attrs)*
+        #vis #main_sig {
+            #main_logic
+        }
+
+        #[doc(hidden)]
+        #[inline]
+        #(#copied)*
+        fn #accessor() -> &'static #p::FnCache {
+            #static_item
+            &CACHE
+        }
+
+        #[doc = #doc_uncached]
+        #(#copied)* #allow
+        #vis #uncached_sig #block
+
+        #[doc = #doc_refresh]
+        #(#copied)* #allow
+        #vis #refresh_sig {
+            #refresh_logic
+        }
+
+        #[doc = #doc_entry]
+        #(#copied)* #allow
+        #vis fn #entry #generics (#self_param #(#key_params),*) -> #p::EntryRef<#value> #where_clause {
+            #cache.entry::<_, #value>(#key_expr, #info, #deps)
+        }
+
+        #[doc = #doc_invalidate]
+        #(#copied)* #allow
+        #vis #asyncness fn #invalidate #generics (#self_param #(#key_params),*) -> ::core::result::Result<(), #p::CacheError> #where_clause {
+            #entry_call(#self_arg #(#key_args),*).#inv()#aw
+        }
+
+        #[doc = #doc_cache]
+        #(#copied)* #allow
+        #vis fn #cache_fn() -> #p::FnRef {
+            #cache.all(#info_all)
+        }
+
+        #[doc = #doc_invalidate_all]
+        #(#copied)* #allow
+        #vis #asyncness fn #invalidate_all() -> ::core::result::Result<(), #p::CacheError> {
+            #cache.all(#info_all).#inv_all()#aw
+        }
+    }
+}

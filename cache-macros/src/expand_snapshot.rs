@@ -1,0 +1,1 @@
+//! Snapshot of the expansion of a typical fn (see `tests/expand/`).
