@@ -99,12 +99,12 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Opened
         return Err(EnvelopeError::Flags(flags));
     }
     let mut at = 3;
-    let mut word = |at: &mut usize| -> Result<u64, EnvelopeError> {
-        let b = bytes
-            .get(*at..*at + 8)
-            .ok_or(EnvelopeError::Truncated)?;
+    let word = |at: &mut usize| -> Result<u64, EnvelopeError> {
+        let b = bytes.get(*at..*at + 8).ok_or(EnvelopeError::Truncated)?;
         *at += 8;
-        Ok(u64::from_le_bytes(b.try_into().map_err(|_| EnvelopeError::Truncated)?))
+        Ok(u64::from_le_bytes(
+            b.try_into().map_err(|_| EnvelopeError::Truncated)?,
+        ))
     };
     let sliding_ms = if flags & F_SLIDING != 0 {
         Some(word(&mut at)?)

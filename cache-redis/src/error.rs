@@ -70,13 +70,6 @@ impl RedisCacheError {
         }
     }
 
-    pub(crate) fn redis(op: &'static str, err: &redis::RedisError) -> Self {
-        RedisCacheError::Redis {
-            op,
-            reason: err.to_string(),
-        }
-    }
-
     /// Whether this error says Redis is unreachable or too slow (counts towards the breaker).
     pub(crate) fn is_outage(&self) -> bool {
         matches!(

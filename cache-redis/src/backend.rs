@@ -1,0 +1,836 @@
+//! [`RedisBackend`]: entries in Redis, shared by every process that uses the same server and
+//! prefix.
+//!
+//! * **Hit**: one `MGET P:{T} P:gen` (the entry and the invalidation generation in one command,
+//!   as cheap as a `GET`); the generation is the lease of a miss.
+//! * **Fill**: one `EVALSHA` of the set script, which rejects the value when the key, one of its
+//!   dependencies, or everything was invalidated after the lease's generation, else stores the
+//!   entry, its dependency list and its reverse-index memberships. A miss with dependencies is
+//!   thus 2 round trips plus the function.
+//! * **Invalidate / remove**: one script; transitive; stamps every name it reaches with a new
+//!   generation (what the set script compares against).
+//! * **Sliding expiry**: refreshed after a hit by a `PEXPIRE` sent from the backend's runtime
+//!   thread, which the caller does not wait for.
+//! * **Fail-open**: every operation is bounded by `op_timeout` and passes the circuit breaker;
+//!   failed invalidations are queued and retried in order ([`crate::retry`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cache_core::backend::BoxFuture;
+use cache_core::value::{Hit, SharedValue};
+use cache_core::{Backend, BackendStats, CacheError, EntryOptions, Key, Lease, Lookup, SetOutcome};
+use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
+
+use crate::breaker::Breaker;
+use crate::config::{redact_url, RedisBackendBuilder};
+use crate::envelope;
+use crate::error::{classify, RedisCacheError};
+use crate::exec::{Conn, Exec};
+use crate::keys::Layout;
+use crate::retry::{InvalidationKind, RetryQueue};
+use crate::scripts;
+use crate::stats::{Counters, RedisStats};
+
+/// The Redis backend. Cheap to clone (clones share one connection, runtime thread and
+/// counters); install it with `Arc::new(backend)` as a cache-core backend.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use cache_core::{Backend, EntryOptions, Key, Lookup, SetOutcome, value};
+/// use cache_redis::RedisBackend;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = RedisBackend::builder()
+///     .url("redis://127.0.0.1:6379/")
+///     .prefix("myapp")
+///     .connect()
+///     .await?;
+/// let key = Key::from_text("myapp::get_user(7)");
+/// let Lookup::Miss(lease) = backend.get(&key).await? else { unreachable!() };
+/// let options = EntryOptions::new().ttl(Duration::from_secs(60)).depends_on("user:7");
+/// let stored = backend.set(&key, value::share("Ann".to_string()), &options, lease).await?;
+/// assert_eq!(stored, SetOutcome::Stored);
+/// backend.invalidate("user:7").await?; // removes the entry, on every node
+///
+/// cache_core::registry::install(Arc::new(backend)); // every cached fn now uses Redis
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) layout: Layout,
+    pub(crate) op_timeout: Duration,
+    max_payload: usize,
+    compress_over: usize,
+    dependencies: bool,
+    lock_ttl: Option<Duration>,
+    pub(crate) retry_limit: Duration,
+    pub(crate) redacted_url: String,
+    pub(crate) db: i64,
+    pub(crate) instance: String,
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) breaker: Breaker,
+    pub(crate) counters: Counters,
+    pub(crate) retry: RetryQueue,
+    /// The longest ttl (ms) of an entry set by this backend; `u64::MAX` once an entry without
+    /// an absolute ttl was set. Bounds how long a failed invalidation is retried.
+    pub(crate) max_ttl_ms: AtomicU64,
+    pub(crate) gc: crate::gc::GcState,
+    // Last: dropping it stops the runtime thread.
+    pub(crate) exec: Exec,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.inner.redacted_url)
+            .field("prefix", &self.inner.layout.prefix)
+            .field("connected", &self.inner.conn.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn instance_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}-{:x}-{}",
+        std::process::id(),
+        nanos as u64,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a lookup found (before conversion to a [`Lookup`]).
+enum Found {
+    Hit(Vec<u8>),
+    Miss(u64),
+}
+
+impl Inner {
+    /// Runs one Redis operation: breaker, connection, op timeout, error classification.
+    pub(crate) async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        self.breaker.allow()?;
+        let Some(con) = self.conn.get() else {
+            self.breaker.failure();
+            return Err(RedisCacheError::Redis {
+                op,
+                reason: "outage: not connected (reconnecting)".into(),
+            });
+        };
+        match tokio::time::timeout(self.op_timeout, f(con)).await {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.conn.failed(&e);
+                let e = classify(op, e);
+                if e.is_outage() {
+                    self.breaker.failure();
+                } else {
+                    self.breaker.success();
+                }
+                Err(e)
+            }
+            Err(_) => {
+                self.breaker.failure();
+                Err(RedisCacheError::Timeout {
+                    op,
+                    timeout: self.op_timeout,
+                })
+            }
+        }
+    }
+
+    async fn lookup(self: &Arc<Self>, text: &str) -> Result<Found, RedisCacheError> {
+        if let Some(ttl) = self.lock_ttl {
+            return self.lookup_locked(text, ttl).await;
+        }
+        let item = self.layout.item(text);
+        let (value, gen): (Option<Vec<u8>>, Option<u64>) = self
+            .run("get", |mut con| async move {
+                redis::cmd("MGET")
+                    .arg(&item)
+                    .arg(&self.layout.gen)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(match value {
+            Some(v) => Found::Hit(v),
+            None => Found::Miss(gen.unwrap_or(0)),
+        })
+    }
+
+    /// A lookup with distributed single flight: a miss takes the key's lock or waits for the
+    /// holder's value (at most the lock's ttl; then computes anyway).
+    async fn lookup_locked(
+        self: &Arc<Self>,
+        text: &str,
+        ttl: Duration,
+    ) -> Result<Found, RedisCacheError> {
+        let deadline = tokio::time::Instant::now() + ttl + self.op_timeout;
+        let mut delay = Duration::from_millis(2);
+        let mut waited = false;
+        loop {
+            let px = ttl.as_millis().max(1) as u64;
+            let (status, gen, value): (i64, u64, Option<Vec<u8>>) = self
+                .run("get", |mut con| async move {
+                    scripts::get_lock()
+                        .arg(&self.layout.prefix)
+                        .arg(text)
+                        .arg(&self.instance)
+                        .arg(px)
+                        .invoke_async(&mut con)
+                        .await
+                })
+                .await?;
+            match (status, value) {
+                (2, Some(v)) => return Ok(Found::Hit(v)),
+                (1, _) => return Ok(Found::Miss(gen)),
+                _ => {
+                    if !waited {
+                        waited = true;
+                        self.counters.lock_waits.incr();
+                    }
+                    if tokio::time::Instant::now() + delay > deadline {
+                        return Ok(Found::Miss(gen));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    async fn get(self: Arc<Self>, text: Arc<str>) -> Result<Lookup, CacheError> {
+        let found = match self.lookup(&text).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.counters.errors.incr();
+                return Err(e.into());
+            }
+        };
+        match found {
+            Found::Miss(gen) => {
+                self.counters.misses.incr();
+                Ok(Lookup::Miss(Lease(gen)))
+            }
+            Found::Hit(bytes) => match envelope::open(bytes, self.max_payload) {
+                Ok(opened) => {
+                    self.counters.hits.incr();
+                    if let Some(sliding) = opened.sliding_ms {
+                        self.refresh_sliding(&text, sliding, opened.deadline_ms);
+                    }
+                    Ok(Lookup::Hit(Hit::Bytes(opened.payload)))
+                }
+                Err(e) => {
+                    self.counters.corrupt.incr();
+                    self.counters.misses.incr();
+                    tracing::warn!(key = &*text, error = %e,
+                        "value in Redis is not a valid cache envelope; treating it as a miss (the fill overwrites it)");
+                    // the generation was not read with this reply: an older lease is safe
+                    // (it can only make the fill's set be rejected)
+                    Ok(Lookup::Miss(Lease(0)))
+                }
+            },
+        }
+    }
+
+    /// Extends a sliding entry's expiry without making the caller wait.
+    fn refresh_sliding(self: &Arc<Self>, text: &str, sliding_ms: u64, deadline_ms: Option<u64>) {
+        let mut ms = sliding_ms;
+        if let Some(d) = deadline_ms {
+            let left = d.saturating_sub(unix_ms());
+            if left == 0 {
+                return;
+            }
+            ms = ms.min(left);
+        }
+        let Some(mut con) = self.conn.get() else {
+            return;
+        };
+        let item = self.layout.item(text);
+        self.exec.handle().spawn(async move {
+            let _ = redis::cmd("PEXPIRE")
+                .arg(item)
+                .arg(ms)
+                .query_async::<()>(&mut con)
+                .await;
+        });
+    }
+
+    async fn set(
+        self: Arc<Self>,
+        text: Arc<str>,
+        payload: Vec<u8>,
+        options: EntryOptions,
+        lease: Lease,
+    ) -> Result<SetOutcome, CacheError> {
+        let ttl_ms = options.ttl.map(|d| d.as_millis().max(1) as u64);
+        let sliding_ms = options.sliding.map(|d| d.as_millis().max(1) as u64);
+        let px = match (ttl_ms, sliding_ms) {
+            (Some(t), Some(s)) => t.min(s),
+            (Some(t), None) => t,
+            (None, Some(s)) => s,
+            (None, None) => 0,
+        };
+        let deadline = match (ttl_ms, sliding_ms) {
+            (Some(t), Some(_)) => Some(unix_ms() + t),
+            _ => None,
+        };
+        let sealed = envelope::seal(&payload, self.compress_over, sliding_ms, deadline);
+        drop(payload);
+        if sealed.len() > self.max_payload {
+            self.counters.oversize.incr();
+            tracing::warn!(
+                key = &*text,
+                bytes = sealed.len(),
+                limit = self.max_payload,
+                "value exceeds max_payload; not stored (the key's old entry is invalidated)"
+            );
+            let _ = self
+                .clone()
+                .invalidate(InvalidationKind::Keys, vec![text.to_string()])
+                .await;
+            return Err(CacheError::backend(
+                "redis",
+                format!(
+                    "value of {} bytes exceeds max_payload ({})",
+                    sealed.len(),
+                    self.max_payload
+                ),
+            ));
+        }
+        let horizon = ttl_ms.unwrap_or(u64::MAX);
+        self.max_ttl_ms.fetch_max(horizon, Ordering::Relaxed);
+        let lease_arg = if lease == Lease::UNCONDITIONAL {
+            "u".to_string()
+        } else {
+            lease.0.to_string()
+        };
+        let token = match self.lock_ttl {
+            Some(_) => self.instance.clone(),
+            _ => String::new(),
+        };
+        let deps: &[String] = if self.dependencies {
+            &options.dependencies
+        } else {
+            &[]
+        };
+        let result = self
+            .run("set", |mut con| {
+                let mut inv = scripts::set().prepare_invoke();
+                inv.arg(&self.layout.prefix)
+                    .arg(&*text)
+                    .arg(lease_arg)
+                    .arg(sealed)
+                    .arg(px)
+                    .arg(token);
+                for d in deps {
+                    inv.arg(d);
+                }
+                async move { inv.invoke_async::<(i64, String)>(&mut con).await }
+            })
+            .await;
+        match result {
+            Ok((1, _)) => {
+                self.counters.inserts.incr();
+                Ok(SetOutcome::Stored)
+            }
+            Ok(_) => {
+                self.counters.rejected_sets.incr();
+                tracing::debug!(key = &*text, "fill rejected: an invalidation raced it");
+                Ok(SetOutcome::Rejected)
+            }
+            Err(e) => {
+                self.counters.errors.incr();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Runs an invalidation now (in order behind queued ones); on an outage, queues it.
+    pub(crate) async fn invalidate(
+        self: Arc<Self>,
+        kind: InvalidationKind,
+        names: Vec<String>,
+    ) -> Result<(), CacheError> {
+        if self.retry.pending() > 0 {
+            self.retry.push(&self, kind, names);
+            return Err(CacheError::backend(
+                "redis",
+                "earlier invalidations are still pending; this one is queued behind them",
+            ));
+        }
+        match self.apply_invalidation(kind, &names).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.counters.errors.incr();
+                tracing::warn!(error = %e, ?names, "invalidation failed; queued for retry");
+                self.retry.push(&self, kind, names);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// One invalidation script round trip.
+    pub(crate) async fn apply_invalidation(
+        &self,
+        kind: InvalidationKind,
+        names: &[String],
+    ) -> Result<(), RedisCacheError> {
+        let mode = match kind {
+            InvalidationKind::Keys => "k",
+            InvalidationKind::Dependencies => "d",
+        };
+        let (removed, _gen): (u64, String) = self
+            .run("invalidate", |mut con| {
+                let mut inv = scripts::invalidate().prepare_invoke();
+                inv.arg(&self.layout.prefix).arg(mode);
+                for n in names {
+                    inv.arg(n);
+                }
+                async move { inv.invoke_async(&mut con).await }
+            })
+            .await?;
+        self.counters.invalidated.add(removed);
+        Ok(())
+    }
+
+    async fn clear(self: Arc<Self>) -> Result<(), CacheError> {
+        let this: &Inner = &self;
+        let r: Result<(), RedisCacheError> = async {
+            let _gen: String = this
+                .run("clear", |mut con| async move {
+                    scripts::clear()
+                        .arg(&this.layout.prefix)
+                        .invoke_async(&mut con)
+                        .await
+                })
+                .await?;
+            let pattern = format!("{}:*", this.layout.prefix);
+            let epochs = format!("{}:epochs", this.layout.prefix);
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = this
+                    .run("clear", |mut con| {
+                        let pattern = &pattern;
+                        async move {
+                            redis::cmd("SCAN")
+                                .arg(cursor)
+                                .arg("MATCH")
+                                .arg(pattern)
+                                .arg("COUNT")
+                                .arg(1000)
+                                .query_async(&mut con)
+                                .await
+                        }
+                    })
+                    .await?;
+                let doomed: Vec<&String> = keys
+                    .iter()
+                    .filter(|k| **k != this.layout.gen && **k != epochs)
+                    .collect();
+                if !doomed.is_empty() {
+                    this.run("clear", |mut con| async move {
+                        redis::cmd("UNLINK")
+                            .arg(&doomed)
+                            .query_async::<()>(&mut con)
+                            .await
+                    })
+                    .await?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        }
+        .await;
+        r.map_err(|e| {
+            self.counters.errors.incr();
+            e.into()
+        })
+    }
+
+    pub(crate) fn stats(&self) -> RedisStats {
+        let c = &self.counters;
+        RedisStats {
+            backend: c.backend(),
+            corrupt_values: c.corrupt.get(),
+            oversize_values: c.oversize.get(),
+            invalidations_queued: c.queued.get(),
+            invalidations_retried: c.retried.get(),
+            invalidations_dropped: c.dropped.get(),
+            pending_invalidations: self.retry.pending() as u64,
+            breaker_open: self.breaker.is_open(),
+            breaker_trips: self.breaker.trips(),
+            connects: self.conn.connects(),
+            gc_references_removed: c.gc_removed.get(),
+            sweep_batches: c.sweeps.get(),
+            lock_waits: c.lock_waits.get(),
+        }
+    }
+}
+
+impl RedisBackend {
+    /// A builder with every option at its default.
+    ///
+    /// ```
+    /// let builder = cache_redis::RedisBackend::builder().prefix("myapp");
+    /// assert!(builder.validate().is_ok());
+    /// ```
+    pub fn builder() -> RedisBackendBuilder {
+        RedisBackendBuilder::default()
+    }
+
+    pub(crate) fn from_builder(b: RedisBackendBuilder) -> Result<Self, RedisCacheError> {
+        let info = b.connection_info()?;
+        let db = info.redis_settings().db();
+        let client = redis::Client::open(info).map_err(|e| {
+            RedisCacheError::config("url", format!("`{}`: {:?}", redact_url(&b.url), e.kind()))
+        })?;
+        let exec = Exec::start("cache-redis")?;
+        let redacted_url = redact_url(&b.url);
+        let conn = Conn::new(
+            client,
+            b.connect_timeout,
+            exec.handle().clone(),
+            redacted_url.clone(),
+        );
+        let inner = Arc::new(Inner {
+            layout: Layout::new(&b.prefix),
+            op_timeout: b.op_timeout,
+            max_payload: b.max_payload,
+            compress_over: b.compress_over,
+            dependencies: b.dependencies,
+            lock_ttl: b.lock_ttl,
+            retry_limit: b.retry_limit,
+            redacted_url,
+            db,
+            instance: instance_id(),
+            conn,
+            breaker: Breaker::new(b.breaker_failures, b.breaker_cooldown),
+            counters: Counters::default(),
+            retry: RetryQueue::default(),
+            max_ttl_ms: AtomicU64::new(0),
+            gc: crate::gc::GcState::default(),
+            exec,
+        });
+        inner.conn.reconnect();
+        crate::retry::start(&inner);
+        if b.gc {
+            crate::gc::start(&inner, b.notifications, b.sweep_interval, b.sweep_batch);
+        }
+        Ok(RedisBackend { inner })
+    }
+
+    /// Waits (at most `limit`) until the backend is connected; `true` when it is.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cache_redis::RedisCacheError> {
+    /// let backend = cache_redis::RedisBackend::builder().build()?;
+    /// if !backend.wait_connected(std::time::Duration::from_secs(1)).await {
+    ///     eprintln!("Redis is not up yet; cached fns run uncached meanwhile");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let conn = self.inner.conn.clone();
+        self.inner
+            .exec
+            .run(async move { conn.wait_connected(limit).await })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// [`wait_connected`](Self::wait_connected) for sync code.
+    pub fn wait_connected_blocking(&self, limit: Duration) -> bool {
+        let conn = self.inner.conn.clone();
+        self.inner
+            .exec
+            .block(
+                async move { conn.wait_connected(limit).await },
+                limit + Duration::from_millis(100),
+            )
+            .unwrap_or(false)
+    }
+
+    /// Whether a connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.is_connected()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.layout.prefix
+    }
+
+    /// The Redis key holding the entry whose key text is `text` (`PREFIX:{text}`), e.g. to
+    /// inspect it with `redis-cli` or to track it.
+    ///
+    /// ```
+    /// let b = cache_redis::RedisBackend::builder().prefix("app").build().unwrap();
+    /// assert_eq!(b.entry_key("f(1)"), "app:{f(1)}");
+    /// ```
+    pub fn entry_key(&self, text: &str) -> String {
+        self.inner.layout.item(text)
+    }
+
+    /// The key text of an entry key (`PREFIX:{text}` → `text`); `None` for other keys.
+    ///
+    /// ```
+    /// let b = cache_redis::RedisBackend::builder().prefix("app").build().unwrap();
+    /// assert_eq!(b.entry_text("app:{f(1)}"), Some("f(1)"));
+    /// assert_eq!(b.entry_text("app:dep:{x}"), None);
+    /// ```
+    pub fn entry_text<'k>(&self, key: &'k str) -> Option<&'k str> {
+        self.inner.layout.entry_text(key)
+    }
+
+    /// The redis-rs client (same URL, credentials and db), for extra connections such as
+    /// pub/sub.
+    pub fn client(&self) -> &redis::Client {
+        self.inner.conn.client()
+    }
+
+    /// The URL with its password redacted.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
+    /// The operation timeout.
+    pub fn op_timeout(&self) -> Duration {
+        self.inner.op_timeout
+    }
+
+    /// A handle on the backend's own runtime thread (runs as long as the backend lives).
+    pub fn runtime_handle(&self) -> tokio::runtime::Handle {
+        self.inner.exec.handle().clone()
+    }
+
+    /// All counters, including the Redis-specific ones.
+    pub fn redis_stats(&self) -> RedisStats {
+        self.inner.stats()
+    }
+
+    /// Whether the garbage collector receives keyspace notifications now.
+    pub fn gc_notifications_active(&self) -> bool {
+        self.inner.gc.subscribed()
+    }
+
+    /// Runs one full dependency sweep now (every batch, from the start of the keyspace) and
+    /// returns the number of references removed.
+    ///
+    /// ```no_run
+    /// # async fn demo(backend: cache_redis::RedisBackend) {
+    /// let repaired = backend.sweep_now().await.unwrap();
+    /// println!("{repaired} stale dependency references removed");
+    /// # }
+    /// ```
+    pub async fn sweep_now(&self) -> Result<u64, RedisCacheError> {
+        let inner = self.inner.clone();
+        self.inner
+            .exec
+            .run(async move { crate::gc::full_sweep(&inner, 500).await })
+            .await
+            .unwrap_or_else(|| Err(RedisCacheError::Runtime("runtime stopped".into())))
+    }
+
+    /// Runs `fut` on the backend's runtime thread and waits for it from a sync caller.
+    fn block<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        // the future carries its own op timeout; the margin covers scheduling
+        let limit = self.inner.op_timeout * 2 + Duration::from_millis(100);
+        self.inner.exec.block(fut, limit).unwrap_or_else(|| {
+            self.inner.counters.errors.incr();
+            Err(RedisCacheError::Timeout {
+                op,
+                timeout: self.inner.op_timeout,
+            }
+            .into())
+        })
+    }
+
+    fn encode(&self, value: &SharedValue) -> Result<Vec<u8>, CacheError> {
+        value
+            .encode()
+            .inspect_err(|_| self.inner.counters.errors.incr())
+    }
+}
+
+/// Whether the current thread can await tokio timers (inside a tokio runtime).
+#[inline]
+fn in_tokio() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+impl Backend for RedisBackend {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        let inner = self.inner.clone();
+        let text = key.text_arc().clone();
+        if in_tokio() {
+            Box::pin(inner.get(text))
+        } else {
+            Box::pin(async move {
+                let exec = &self.inner.exec;
+                exec.run(inner.get(text))
+                    .await
+                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
+            })
+        }
+    }
+
+    fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError> {
+        let inner = self.inner.clone();
+        self.block("get", inner.get(key.text_arc().clone()))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a Key,
+        value: SharedValue,
+        options: &'a EntryOptions,
+        lease: Lease,
+    ) -> BoxFuture<'a, Result<SetOutcome, CacheError>> {
+        Box::pin(async move {
+            let payload = self.encode(&value)?;
+            drop(value);
+            let fut =
+                self.inner
+                    .clone()
+                    .set(key.text_arc().clone(), payload, options.clone(), lease);
+            if in_tokio() {
+                fut.await
+            } else {
+                self.inner
+                    .exec
+                    .run(fut)
+                    .await
+                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
+            }
+        })
+    }
+
+    fn set_blocking(
+        &self,
+        key: &Key,
+        value: SharedValue,
+        options: &EntryOptions,
+        lease: Lease,
+    ) -> Result<SetOutcome, CacheError> {
+        let payload = self.encode(&value)?;
+        drop(value);
+        let fut = self
+            .inner
+            .clone()
+            .set(key.text_arc().clone(), payload, options.clone(), lease);
+        self.block("set", fut)
+    }
+
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {
+        let fut = self
+            .inner
+            .clone()
+            .invalidate(InvalidationKind::Keys, vec![key.text().to_string()]);
+        Box::pin(async move {
+            if in_tokio() {
+                fut.await
+            } else {
+                self.inner
+                    .exec
+                    .run(fut)
+                    .await
+                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
+            }
+        })
+    }
+
+    fn remove_blocking(&self, key: &Key) -> Result<(), CacheError> {
+        let fut = self
+            .inner
+            .clone()
+            .invalidate(InvalidationKind::Keys, vec![key.text().to_string()]);
+        self.block("remove", fut)
+    }
+
+    fn invalidate<'a>(&'a self, dependency: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
+        let fut = self
+            .inner
+            .clone()
+            .invalidate(InvalidationKind::Dependencies, vec![dependency.to_string()]);
+        Box::pin(async move {
+            if in_tokio() {
+                fut.await
+            } else {
+                self.inner
+                    .exec
+                    .run(fut)
+                    .await
+                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
+            }
+        })
+    }
+
+    fn invalidate_blocking(&self, dependency: &str) -> Result<(), CacheError> {
+        let fut = self
+            .inner
+            .clone()
+            .invalidate(InvalidationKind::Dependencies, vec![dependency.to_string()]);
+        self.block("invalidate", fut)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), CacheError>> {
+        let fut = self.inner.clone().clear();
+        Box::pin(async move {
+            self.inner
+                .exec
+                .run(fut)
+                .await
+                .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
+        })
+    }
+
+    fn clear_blocking(&self) -> Result<(), CacheError> {
+        let fut = self.inner.clone().clear();
+        let limit = self.inner.op_timeout * 100 + Duration::from_secs(1);
+        self.inner
+            .exec
+            .block(fut, limit)
+            .unwrap_or_else(|| Err(CacheError::backend("redis", "clear timed out")))
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.inner.counters.backend()
+    }
+}

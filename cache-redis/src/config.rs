@@ -1,0 +1,568 @@
+//! Configuration of a [`RedisBackend`](crate::RedisBackend): the builder, `from_env`, validation.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::RedisCacheError;
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "cache";
+/// Default operation timeout: past it, the cached fn runs without the cache.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default payload size limit (bytes of the stored envelope).
+pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
+/// Default compression threshold: payloads longer than this are LZ4-compressed.
+pub const DEFAULT_COMPRESS_OVER: usize = 4096;
+
+/// Configures a [`RedisBackend`](crate::RedisBackend); made by
+/// [`RedisBackend::builder`](crate::RedisBackend::builder) or [`RedisBackendBuilder::from_env`].
+///
+/// Every option has a default; [`validate`](Self::validate) (called by `build`) reports the first
+/// invalid option by name. `Debug` output never shows a password.
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_redis::RedisBackend;
+///
+/// let builder = RedisBackend::builder()
+///     .url("redis://app:s3cret@127.0.0.1:6379/2")
+///     .prefix("shop")
+///     .op_timeout(Duration::from_millis(100))
+///     .max_payload(1 << 20)
+///     .compress_over(2048);
+/// builder.validate().unwrap();
+/// assert!(!format!("{builder:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RedisBackendBuilder {
+    pub(crate) url: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) db: Option<i64>,
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) op_timeout: Duration,
+    pub(crate) max_payload: usize,
+    pub(crate) compress_over: usize,
+    pub(crate) dependencies: bool,
+    pub(crate) lock_ttl: Option<Duration>,
+    pub(crate) breaker_failures: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) gc: bool,
+    pub(crate) notifications: bool,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) sweep_batch: usize,
+    pub(crate) retry_limit: Duration,
+}
+
+impl Default for RedisBackendBuilder {
+    fn default() -> Self {
+        RedisBackendBuilder {
+            url: "redis://127.0.0.1:6379/".into(),
+            username: None,
+            password: None,
+            db: None,
+            prefix: DEFAULT_PREFIX.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            compress_over: DEFAULT_COMPRESS_OVER,
+            dependencies: true,
+            lock_ttl: None,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(1),
+            gc: true,
+            notifications: true,
+            sweep_interval: Duration::from_secs(60),
+            sweep_batch: 200,
+            retry_limit: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackendBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("db", &self.db)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("op_timeout", &self.op_timeout)
+            .field("max_payload", &self.max_payload)
+            .field("compress_over", &self.compress_over)
+            .field("dependencies", &self.dependencies)
+            .field("lock_ttl", &self.lock_ttl)
+            .field("gc", &self.gc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with its password (if any) replaced by `***`.
+///
+/// ```
+/// assert_eq!(
+///     cache_redis::config::redact_url("redis://u:pw@h:1/0"),
+///     "redis://u:***@h:1/0"
+/// );
+/// assert_eq!(cache_redis::config::redact_url("redis://h/"), "redis://h/");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = match userinfo.find(':') {
+        Some(c) => &userinfo[..c],
+        None => return url.to_string(),
+    };
+    format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
+}
+
+fn positive(field: &str, d: Duration) -> Result<(), RedisCacheError> {
+    if d.is_zero() {
+        Err(RedisCacheError::config(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+impl RedisBackendBuilder {
+    /// The server URL: `redis://[user[:password]@]host[:port][/db]`, `rediss://...` (TLS, needs
+    /// the `tls` feature) or `redis+unix:///path`. Default `redis://127.0.0.1:6379/`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// The ACL user name (overrides the URL's).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password (overrides the URL's). Never logged nor shown by `Debug`.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The database number (overrides the URL's).
+    pub fn db(mut self, db: i64) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// The prefix of every key this backend writes (namespaces applications sharing a server):
+    /// ASCII letters, digits, `_`, `-`, `.` and `:`; default `cache`. Two applications should not
+    /// use prefixes where one is `other` and the other `other:more`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long the first connection and every reconnection attempt may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one cache operation may take; past it the operation fails (the cached fn runs
+    /// and its value is returned).
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The largest stored envelope, in bytes; larger values are not stored (and the key's old
+    /// entry is invalidated). Also bounds the size a compressed payload may expand to.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Payloads longer than this are LZ4-compressed (when that makes them smaller).
+    /// `usize::MAX` disables compression.
+    pub fn compress_over(mut self, bytes: usize) -> Self {
+        self.compress_over = bytes;
+        self
+    }
+
+    /// Whether dependencies are recorded (default `true`). Without them, `invalidate` of a
+    /// dependency only affects the entry whose key text it is.
+    pub fn dependencies(mut self, on: bool) -> Self {
+        self.dependencies = on;
+        self
+    }
+
+    /// Enables distributed single flight: a miss takes a Redis lock (`SET NX PX`) held at most
+    /// `ttl`, so concurrent misses across processes compute once; the others wait for the value.
+    /// A holder that dies frees the key when the lock expires.
+    pub fn distributed_lock(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = Some(ttl);
+        self
+    }
+
+    /// The circuit breaker: after `failures` consecutive outages Redis is skipped for
+    /// `cooldown`, then probed again. Default 5 failures, 1 s.
+    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker_failures = failures;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Whether the dependency garbage collector runs (default `true`).
+    pub fn gc(mut self, on: bool) -> Self {
+        self.gc = on;
+        self
+    }
+
+    /// Whether the backend turns on keyspace notifications for expired and evicted keys with
+    /// `CONFIG SET notify-keyspace-events` (default `true`). When off or refused, enable them
+    /// yourself (`notify-keyspace-events Exe`) or rely on the periodic sweep.
+    pub fn keyspace_notifications(mut self, on: bool) -> Self {
+        self.notifications = on;
+        self
+    }
+
+    /// The dependency sweep: every `interval`, one instance scans `batch` keys (SCAN COUNT) and
+    /// repairs dependency references of entries that no longer exist. Default 60 s, 200.
+    pub fn sweep(mut self, interval: Duration, batch: usize) -> Self {
+        self.sweep_interval = interval;
+        self.sweep_batch = batch;
+        self
+    }
+
+    /// How long a failed invalidation is retried when no entry of this backend carries a ttl
+    /// (otherwise: until the longest ttl used has passed). Default one hour.
+    pub fn invalidation_retry_limit(mut self, limit: Duration) -> Self {
+        self.retry_limit = limit;
+        self
+    }
+
+    /// Reads the configuration from environment variables:
+    ///
+    /// | variable | option |
+    /// |---|---|
+    /// | `REDIS_URL` (required) | [`url`](Self::url) |
+    /// | `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB` | [`username`](Self::username), [`password`](Self::password), [`db`](Self::db) |
+    /// | `CACHE_REDIS_PREFIX` | [`prefix`](Self::prefix) |
+    /// | `CACHE_REDIS_OP_TIMEOUT_MS`, `CACHE_REDIS_CONNECT_TIMEOUT_MS` | timeouts |
+    /// | `CACHE_REDIS_MAX_PAYLOAD`, `CACHE_REDIS_COMPRESS_OVER` | sizes in bytes |
+    /// | `CACHE_REDIS_DEPENDENCIES`, `CACHE_REDIS_GC` | `true` / `false` |
+    /// | `CACHE_REDIS_LOCK_TTL_MS` | [`distributed_lock`](Self::distributed_lock) |
+    ///
+    /// Errors name the variable at fault.
+    ///
+    /// ```no_run
+    /// let backend = cache_redis::RedisBackendBuilder::from_env()?.build()?;
+    /// # Ok::<(), cache_redis::RedisCacheError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, RedisCacheError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// ```
+    /// let vars = |name: &str| match name {
+    ///     "REDIS_URL" => Some("redis://127.0.0.1:7000/".to_string()),
+    ///     "CACHE_REDIS_OP_TIMEOUT_MS" => Some("soon".to_string()),
+    ///     _ => None,
+    /// };
+    /// let err = cache_redis::RedisBackendBuilder::from_vars(vars).unwrap_err();
+    /// assert!(err.to_string().contains("CACHE_REDIS_OP_TIMEOUT_MS"));
+    /// ```
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, RedisCacheError> {
+        fn num<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<T>, RedisCacheError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                    RedisCacheError::config(name, format!("`{v}` is not a valid number"))
+                }),
+            }
+        }
+        fn flag(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<bool>, RedisCacheError> {
+            match get(name).as_deref().map(str::trim) {
+                None => Ok(None),
+                Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+                Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+                Some(v) => Err(RedisCacheError::config(
+                    name,
+                    format!("`{v}` is not true or false"),
+                )),
+            }
+        }
+        let url =
+            get("REDIS_URL").ok_or_else(|| RedisCacheError::config("REDIS_URL", "is not set"))?;
+        let mut b = RedisBackendBuilder::default().url(url);
+        if let Some(u) = get("REDIS_USERNAME") {
+            b = b.username(u);
+        }
+        if let Some(p) = get("REDIS_PASSWORD") {
+            b = b.password(p);
+        }
+        if let Some(db) = num(&get, "REDIS_DB")? {
+            b = b.db(db);
+        }
+        if let Some(p) = get("CACHE_REDIS_PREFIX") {
+            b = b.prefix(p);
+        }
+        if let Some(ms) = num::<u64>(&get, "CACHE_REDIS_OP_TIMEOUT_MS")? {
+            b = b.op_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = num::<u64>(&get, "CACHE_REDIS_CONNECT_TIMEOUT_MS")? {
+            b = b.connect_timeout(Duration::from_millis(ms));
+        }
+        if let Some(n) = num(&get, "CACHE_REDIS_MAX_PAYLOAD")? {
+            b = b.max_payload(n);
+        }
+        if let Some(n) = num(&get, "CACHE_REDIS_COMPRESS_OVER")? {
+            b = b.compress_over(n);
+        }
+        if let Some(on) = flag(&get, "CACHE_REDIS_DEPENDENCIES")? {
+            b = b.dependencies(on);
+        }
+        if let Some(on) = flag(&get, "CACHE_REDIS_GC")? {
+            b = b.gc(on);
+        }
+        if let Some(ms) = num::<u64>(&get, "CACHE_REDIS_LOCK_TTL_MS")? {
+            b = b.distributed_lock(Duration::from_millis(ms));
+        }
+        b.validate_named(true)?;
+        Ok(b)
+    }
+
+    /// Checks every option; the error names the first invalid one.
+    ///
+    /// ```
+    /// let err = cache_redis::RedisBackend::builder().url("http://x").validate().unwrap_err();
+    /// assert!(err.to_string().contains("`url`"));
+    /// ```
+    pub fn validate(&self) -> Result<(), RedisCacheError> {
+        self.validate_named(false)
+    }
+
+    fn validate_named(&self, env: bool) -> Result<(), RedisCacheError> {
+        let name = |builder: &'static str, var: &'static str| if env { var } else { builder };
+        self.connection_info().map_err(|e| match e {
+            RedisCacheError::Config { field, reason } if env && field == "url" => {
+                RedisCacheError::config("REDIS_URL", reason)
+            }
+            other => other,
+        })?;
+        if self.prefix.is_empty()
+            || self.prefix.len() > 64
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        {
+            return Err(RedisCacheError::config(
+                name("prefix", "CACHE_REDIS_PREFIX"),
+                format!(
+                    "`{}` must be 1 to 64 ASCII letters, digits, `_`, `-`, `.` or `:`",
+                    self.prefix
+                ),
+            ));
+        }
+        positive(
+            name("op_timeout", "CACHE_REDIS_OP_TIMEOUT_MS"),
+            self.op_timeout,
+        )?;
+        positive(
+            name("connect_timeout", "CACHE_REDIS_CONNECT_TIMEOUT_MS"),
+            self.connect_timeout,
+        )?;
+        if self.max_payload < 16 || self.max_payload > 512 << 20 {
+            return Err(RedisCacheError::config(
+                name("max_payload", "CACHE_REDIS_MAX_PAYLOAD"),
+                "must be between 16 bytes and 512 MiB (Redis's string limit)",
+            ));
+        }
+        if let Some(ttl) = self.lock_ttl {
+            positive(name("distributed_lock", "CACHE_REDIS_LOCK_TTL_MS"), ttl)?;
+        }
+        if self.breaker_failures == 0 {
+            return Err(RedisCacheError::config(
+                "circuit_breaker.failures",
+                "must be at least 1",
+            ));
+        }
+        positive("sweep.interval", self.sweep_interval)?;
+        if self.sweep_batch == 0 {
+            return Err(RedisCacheError::config("sweep.batch", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The redis-rs connection info: the URL with the user, password and db overrides.
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, RedisCacheError> {
+        let url = self.url.trim();
+        let scheme = url.split("://").next().unwrap_or("");
+        match scheme {
+            "redis" | "redis+unix" | "unix" => {}
+            "rediss" => {
+                if !cfg!(feature = "tls") {
+                    return Err(RedisCacheError::config(
+                        "url",
+                        "`rediss://` needs the `tls` feature of cache-redis",
+                    ));
+                }
+            }
+            _ => {
+                return Err(RedisCacheError::config(
+                    "url",
+                    format!(
+                        "`{}`: the scheme must be redis://, rediss:// or redis+unix://",
+                        redact_url(url)
+                    ),
+                ))
+            }
+        }
+        let info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| {
+                RedisCacheError::config("url", format!("`{}`: {:?}", redact_url(url), e.kind()))
+            })?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            settings = settings.set_password(p);
+        }
+        if let Some(db) = self.db {
+            if db < 0 {
+                return Err(RedisCacheError::config("db", "must not be negative"));
+            }
+            settings = settings.set_db(db);
+        }
+        Ok(info.set_redis_settings(settings))
+    }
+
+    /// Builds the backend without connecting: the connection is made in the background (and
+    /// remade after failures); until it is up, operations fail fast and cached fns run
+    /// uncached. `Err` only for an invalid option. Use
+    /// [`RedisBackend::connect`](crate::RedisBackend::connect) to wait for the first connection.
+    ///
+    /// ```no_run
+    /// let backend = cache_redis::RedisBackend::builder()
+    ///     .url("redis://127.0.0.1:6379/")
+    ///     .build()?;
+    /// # Ok::<(), cache_redis::RedisCacheError>(())
+    /// ```
+    pub fn build(self) -> Result<crate::RedisBackend, RedisCacheError> {
+        self.validate()?;
+        crate::RedisBackend::from_builder(self)
+    }
+
+    /// Builds the backend and waits (at most `connect_timeout`) for the first connection;
+    /// `Err(Connect)` when Redis cannot be reached. Works from any executor.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cache_redis::RedisCacheError> {
+    /// let backend = cache_redis::RedisBackend::builder().prefix("app").connect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(self) -> Result<crate::RedisBackend, RedisCacheError> {
+        let limit = self.connect_timeout;
+        let url = redact_url(&self.url);
+        let backend = self.build()?;
+        if backend.wait_connected(limit).await {
+            Ok(backend)
+        } else {
+            Err(RedisCacheError::Connect {
+                url,
+                reason: format!("no connection within {limit:?}"),
+            })
+        }
+    }
+
+    /// [`connect`](Self::connect) for sync code (inside or outside a tokio runtime).
+    ///
+    /// ```no_run
+    /// let backend = cache_redis::RedisBackend::builder().connect_blocking()?;
+    /// # Ok::<(), cache_redis::RedisCacheError>(())
+    /// ```
+    pub fn connect_blocking(self) -> Result<crate::RedisBackend, RedisCacheError> {
+        let limit = self.connect_timeout;
+        let url = redact_url(&self.url);
+        let backend = self.build()?;
+        if backend.wait_connected_blocking(limit) {
+            Ok(backend)
+        } else {
+            Err(RedisCacheError::Connect {
+                url,
+                reason: format!("no connection within {limit:?}"),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("redis://:pw@h/"), "redis://:***@h/");
+        assert_eq!(redact_url("rediss://user@h/"), "rediss://user@h/");
+        assert_eq!(redact_url("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let b = RedisBackendBuilder::default;
+        let field = |r: Result<(), RedisCacheError>| match r.unwrap_err() {
+            RedisCacheError::Config { field, .. } => field,
+            e => panic!("{e}"),
+        };
+        assert_eq!(field(b().url("ftp://x").validate()), "url");
+        assert_eq!(field(b().url("redis://[::1").validate()), "url");
+        assert_eq!(field(b().prefix("a b").validate()), "prefix");
+        assert_eq!(field(b().prefix("a{b").validate()), "prefix");
+        assert_eq!(
+            field(b().op_timeout(Duration::ZERO).validate()),
+            "op_timeout"
+        );
+        assert_eq!(field(b().max_payload(1).validate()), "max_payload");
+        assert_eq!(field(b().db(-1).validate()), "db");
+        assert!(b().url("redis://u:p@h:1/3").validate().is_ok());
+        let e = RedisBackendBuilder::from_vars(|_| None).unwrap_err();
+        assert!(e.to_string().contains("REDIS_URL"));
+        let e = RedisBackendBuilder::from_vars(|n| match n {
+            "REDIS_URL" => Some("redis://h/".into()),
+            "CACHE_REDIS_PREFIX" => Some("no spaces".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("CACHE_REDIS_PREFIX"), "{e}");
+    }
+
+    #[test]
+    fn password_never_in_errors_or_debug() {
+        let b = RedisBackendBuilder::default()
+            .url("http://u:topsecret@h/")
+            .password("hunter2");
+        let e = b.validate().unwrap_err().to_string();
+        assert!(!e.contains("topsecret"), "{e}");
+        let d = format!("{b:?}");
+        assert!(!d.contains("topsecret") && !d.contains("hunter2"), "{d}");
+    }
+}

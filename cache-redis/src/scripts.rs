@@ -1,0 +1,27 @@
+//! The Lua scripts (in `src/scripts/*.lua`), each prefixed with the shared header
+//! `common.lua`. Every multi-key change is one script: one round trip, atomic.
+
+use std::sync::OnceLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub(crate) fn $name() -> &'static Script {
+            static S: OnceLock<Script> = OnceLock::new();
+            S.get_or_init(|| {
+                Script::new(concat!(
+                    include_str!("scripts/common.lua"),
+                    include_str!(concat!("scripts/", $file))
+                ))
+            })
+        }
+    };
+}
+
+script!(set, "set.lua");
+script!(invalidate, "invalidate.lua");
+script!(clear, "clear.lua");
+script!(get_lock, "get_lock.lua");
+script!(gc, "gc.lua");
+script!(sweep, "sweep.lua");

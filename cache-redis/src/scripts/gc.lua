@@ -1,0 +1,13 @@
+-- GC: ARGV = P, key texts of entries that expired or were evicted. For each one that does not
+-- exist (again), removes it from the reverse-index sets of its dependencies and deletes its
+-- forward list. Returns the number of references removed.
+local n = 0
+for i = 2, #ARGV do
+  local t = ARGV[i]
+  if redis.call('EXISTS', ik(t)) == 0 then
+    local deps = redis.call('SMEMBERS', dk(t))
+    for _, d in ipairs(deps) do n = n + redis.call('SREM', sk(d), t) end
+    redis.call('DEL', dk(t))
+  end
+end
+return n
