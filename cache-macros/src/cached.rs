@@ -54,13 +54,10 @@ struct Plan<'a> {
 
 fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
     let mut err: Option<syn::Error> = None;
-    let opts = match CachedOptions::parse(attr) {
-        Ok(o) => o,
-        Err(e) => {
-            combine(&mut err, e);
-            CachedOptions::default()
-        }
-    };
+    let (opts, opts_err) = CachedOptions::parse(attr);
+    if let Some(e) = opts_err {
+        combine(&mut err, e);
+    }
     let sig = &func.sig;
     let params = signature::params(sig);
     let receiver = sig.receiver();

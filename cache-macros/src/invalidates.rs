@@ -204,12 +204,13 @@ fn generate(kind: Kind, func: &ItemFn, parsed: Parsed) -> TokenStream {
                         } else {
                             quote!(put_blocking)
                         };
+                        // method-call `clone` so a mismatch reads "expected `User`, found `u64`"
                         let value = if is_result {
-                            quote!(__cache_core_ok)
+                            quote_spanned!(*span=> __cache_core_ok.clone())
                         } else {
-                            quote!(&__cache_core_ret)
+                            quote_spanned!(*span=> __cache_core_ret.clone())
                         };
-                        quote_spanned!(*span=> let _ = #var.#m(::core::clone::Clone::clone(#value))#aw;)
+                        quote_spanned!(*span=> let _ = #var.#m(#value)#aw;)
                     }
                 };
                 apply.push(stmt);

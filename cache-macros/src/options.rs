@@ -43,13 +43,17 @@ pub(crate) struct CachedOptions {
 }
 
 impl CachedOptions {
-    /// Parses the attribute's tokens. Every problem is reported, not just the first.
-    pub(crate) fn parse(tokens: TokenStream) -> syn::Result<CachedOptions> {
-        let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
+    /// Parses the attribute's tokens. Every problem is reported, not just the first; the options
+    /// that did parse are returned too, so later checks (templates, `skip`) still run.
+    pub(crate) fn parse(tokens: TokenStream) -> (CachedOptions, Option<syn::Error>) {
         let mut o = CachedOptions {
             lock: true,
             companions: true,
             ..Default::default()
+        };
+        let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
+            Ok(m) => m,
+            Err(e) => return (o, Some(e)),
         };
         let mut err: Option<syn::Error> = None;
         let mut seen: Vec<String> = Vec::new();
@@ -71,10 +75,7 @@ impl CachedOptions {
                 combine(&mut err, e);
             }
         }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(o),
-        }
+        (o, err)
     }
 
     fn apply(&mut self, name: &str, meta: &Meta) -> syn::Result<()> {
@@ -229,7 +230,7 @@ mod tests {
 
     #[test]
     fn parses_every_option() {
-        let o = CachedOptions::parse(quote::quote!(
+        let (o, err) = CachedOptions::parse(quote::quote!(
             ttl = "5m",
             sliding = "30s",
             depends_on = ["user:{id}"],
@@ -254,7 +255,7 @@ mod tests {
 
     #[test]
     fn reports_every_error() {
-        let e = CachedOptions::parse(quote::quote!(tll = "5m", sliding = "5x", lock = 1)).err();
+        let (_, e) = CachedOptions::parse(quote::quote!(tll = "5m", sliding = "5x", lock = 1));
         let msgs: Vec<String> = e.unwrap().into_iter().map(|e| e.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert!(msgs[0].contains("did you mean `ttl`"));
