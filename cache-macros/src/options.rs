@@ -242,8 +242,8 @@ mod tests {
             lock = false,
             version = 3,
             companions = false
-        ))
-        .unwrap();
+        ));
+        assert!(err.is_none());
         assert_eq!(o.ttl, Some(300_000_000_000));
         assert_eq!(o.sliding, Some(30_000_000_000));
         assert_eq!(o.depends_on.len(), 1);
