@@ -293,6 +293,9 @@ impl Plan<'_> {
         } else {
             Vec::new()
         };
+        if !self.method && generics.is_empty() {
+            return quote!(#p::CallInfo::default());
+        }
         quote!(#p::CallInfo { self_type: #self_type, generics: &[#(#p::type_name::<#generics>()),*] })
     }
 
@@ -540,6 +543,7 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         .collect();
     let key_args: Vec<&Ident> = plan.key.iter().map(|&i| &plan.params[i].ident).collect();
     let entry_call = plan.turbofish(&entry, true);
+    let cache_call = plan.turbofish(&cache_fn, false);
     let key_expr = plan.key_expr();
     let info = plan.info(true);
     let info_all = plan.info(false);
@@ -614,7 +618,7 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         #[doc = #doc_invalidate_all]
         #(#copied)* #allow
         #vis #asyncness fn #invalidate_all() -> ::core::result::Result<(), #p::CacheError> {
-            #cache.all(#info_all).#inv_all()#aw
+            #cache_call().#inv_all()#aw
         }
     }
 }
