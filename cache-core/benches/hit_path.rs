@@ -1,1 +1,135 @@
-fn main() {}
+//! The memory hit path: a cached `fn(u64) -> u64` and `fn(String) -> u64` through the cache-core
+//! runtime, next to the `cached` crate's `#[cached]`, moka and quick_cache in the same run; and
+//! two threads hitting (throughput).
+//!
+//! Run: `cargo bench -p cache-core --bench hit_path`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::__private::{Begin, CallInfo, FnCache, FnMeta, Mode};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const fn meta(name: &'static str) -> FnMeta {
+    FnMeta {
+        module: module_path!(),
+        name,
+        version: 0,
+        ttl: None,
+        sliding: None,
+        profile: None,
+        cache_none: true,
+        lock: true,
+        custom_key: false,
+    }
+}
+
+// What `#[cached] fn ours_u64(x: u64) -> u64` expands to (the macro's expansion calls the same
+// runtime entry points).
+static OURS_U64: FnCache = FnCache::new(meta("ours_u64"));
+fn ours_u64(x: u64) -> u64 {
+    match OURS_U64.begin_blocking::<_, u64>(&(&x,), CallInfo::default(), &mut |_| {}, Mode::Normal)
+    {
+        Begin::Hit(v) => v,
+        Begin::Fill(f) => f.fill_blocking(|| x.wrapping_mul(3), |r| Some(*r)),
+    }
+}
+
+static OURS_STR: FnCache = FnCache::new(meta("ours_str"));
+fn ours_str(s: String) -> u64 {
+    match OURS_STR.begin_blocking::<_, u64>(&(&s,), CallInfo::default(), &mut |_| {}, Mode::Normal)
+    {
+        Begin::Hit(v) => v,
+        Begin::Fill(f) => f.fill_blocking(|| s.len() as u64, |r| Some(*r)),
+    }
+}
+
+#[cached::proc_macro::cached]
+fn cached_u64(x: u64) -> u64 {
+    x.wrapping_mul(3)
+}
+
+#[cached::proc_macro::cached]
+fn cached_str(s: String) -> u64 {
+    s.len() as u64
+}
+
+fn single_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_hit");
+    g.throughput(Throughput::Elements(1));
+    ours_u64(7);
+    cached_u64(7);
+    g.bench_function("cache-core u64", |b| b.iter(|| ours_u64(black_box(7))));
+    g.bench_function("cached crate u64", |b| b.iter(|| cached_u64(black_box(7))));
+
+    let moka = moka::sync::Cache::<u64, u64>::new(10_000);
+    moka.insert(7, 21);
+    g.bench_function("moka get u64", |b| b.iter(|| moka.get(black_box(&7))));
+    let qc = quick_cache::sync::Cache::<u64, u64>::new(10_000);
+    qc.insert(7, 21);
+    g.bench_function("quick_cache get u64", |b| b.iter(|| qc.get(black_box(&7))));
+    g.bench_function("format! a readable key", |b| {
+        b.iter(|| format!("bench::ours_u64({})", black_box(7u64)))
+    });
+
+    let s = "user-name@example.com".to_string();
+    ours_str(s.clone());
+    cached_str(s.clone());
+    // both take the String by value, as a user's fn would: the clone is part of either call
+    g.bench_function("cache-core String", |b| {
+        b.iter(|| ours_str(black_box(s.clone())))
+    });
+    g.bench_function("cached crate String", |b| {
+        b.iter(|| cached_str(black_box(s.clone())))
+    });
+    g.finish();
+}
+
+/// Hits per second with two threads hitting the same 64 keys.
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_hit_2_threads");
+    const PER_ITER: u64 = 64;
+    g.throughput(Throughput::Elements(2 * PER_ITER));
+    for k in 0..PER_ITER {
+        ours_u64(k);
+        cached_u64(k);
+    }
+    fn run(f: fn(u64) -> u64, iters: u64) -> Duration {
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    for _ in 0..iters {
+                        for k in 0..PER_ITER {
+                            black_box(f(black_box(k)));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("bench thread");
+        }
+        t0.elapsed()
+    }
+    g.bench_function("cache-core u64", |b| {
+        b.iter_custom(|iters| run(ours_u64, iters))
+    });
+    g.bench_function("cached crate u64", |b| {
+        b.iter_custom(|iters| run(cached_u64, iters))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = single_thread, two_threads
+}
+criterion_main!(benches);

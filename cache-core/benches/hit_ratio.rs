@@ -49,8 +49,8 @@ fn memory(trace: &[u32], keys: &[Key], capacity: usize, policy: EvictionPolicy) 
     let mut hits = 0usize;
     for &k in trace {
         let key = &keys[k as usize];
-        match backend.lookup_local(&key.local()) {
-            LocalLookup::Hit(_) => hits += 1,
+        match backend.lookup_local(&key.local(), &mut |_| {}) {
+            LocalLookup::Hit => hits += 1,
             LocalLookup::Miss(lease) => {
                 let _ = backend.set_blocking(key, value::share(k), &options, lease);
             }
@@ -142,7 +142,9 @@ fn hit_cost(keys: &[Key], policy: EvictionPolicy) -> f64 {
     let start = Instant::now();
     for _ in 0..rounds {
         for k in &locals {
-            black_box(backend.lookup_local(black_box(k)));
+            black_box(backend.lookup_local(black_box(k), &mut |v| {
+                black_box(v);
+            }));
         }
     }
     start.elapsed().as_nanos() as f64 / (rounds * locals.len()) as f64

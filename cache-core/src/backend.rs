@@ -126,10 +126,10 @@ pub enum Lookup {
 }
 
 /// The answer of [`Backend::lookup_local`].
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalLookup {
-    /// Found in process.
-    Hit(SharedValue),
+    /// Found in process; the value was handed to the visitor.
+    Hit,
     /// Definitely absent (an in-process backend): fill with this lease.
     Miss(Lease),
     /// This backend is not (only) in process: ask [`Backend::get`].
@@ -206,10 +206,26 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and stats (`memory`, `redis`, ...).
     fn name(&self) -> &str;
 
-    /// The in-process lookup: no I/O, no allocation. In-process backends answer `Hit` or
+    /// The in-process lookup: no I/O, no allocation, no reference count touched. On a hit the
+    /// backend calls `on_hit` with the stored value (while it is safely readable) and answers
+    /// `Hit`; the caller clones what it needs out of it. In-process backends answer `Hit` or
     /// `Miss`; others keep the default, `Remote`.
-    fn lookup_local(&self, key: &LocalKey<'_>) -> LocalLookup {
-        let _ = key;
+    ///
+    /// ```
+    /// use cache_core::{value, Backend, EntryOptions, Key, LocalLookup, MemoryBackend};
+    /// let b = MemoryBackend::new();
+    /// let k = Key::from_text("k");
+    /// b.set_blocking(&k, value::share(5u32), &EntryOptions::new(), b.current_lease()).unwrap();
+    /// let mut got = None;
+    /// let r = b.lookup_local(&k.local(), &mut |v| got = value::downcast::<u32>(&**v));
+    /// assert_eq!((r, got), (LocalLookup::Hit, Some(5)));
+    /// ```
+    fn lookup_local(
+        &self,
+        key: &LocalKey<'_>,
+        on_hit: &mut dyn FnMut(&SharedValue),
+    ) -> LocalLookup {
+        let _ = (key, on_hit);
         LocalLookup::Remote
     }
 

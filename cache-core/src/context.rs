@@ -8,14 +8,46 @@
 //!
 //! Work spawned onto other tasks (`tokio::spawn`) does not carry the collector.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 tokio::task_local! {
     static TASK_DEPS: RefCell<Vec<String>>;
 }
 thread_local! {
     static SYNC_DEPS: RefCell<Vec<Vec<String>>> = const { RefCell::new(Vec::new()) };
+    /// How many collectors are active on this thread right now: sync scopes, plus async scopes
+    /// while their task is being polled here. One read tells the hit path whether to record.
+    static ACTIVE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts a collector as active on this thread while it lives.
+struct Active;
+impl Active {
+    #[inline]
+    fn enter() -> Self {
+        let _ = ACTIVE.try_with(|a| a.set(a.get() + 1));
+        Active
+    }
+}
+impl Drop for Active {
+    #[inline]
+    fn drop(&mut self) {
+        let _ = ACTIVE.try_with(|a| a.set(a.get().saturating_sub(1)));
+    }
+}
+
+/// Polls the inner future with the thread's collector count raised.
+struct Polled<F>(F);
+impl<F: Future> Future for Polled<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _active = Active::enter();
+        // SAFETY: structural pinning of the only field; `Polled` never moves it.
+        unsafe { self.map_unchecked_mut(|p| &mut p.0) }.poll(cx)
+    }
 }
 
 /// Adds a dependency to the entry being filled (no-op outside a cached function's body).
@@ -41,15 +73,13 @@ pub fn add_dependency(dependency: impl Into<String>) {
 /// True when a collector is active (inside a cached function's body that is filling).
 #[inline]
 pub fn is_collecting() -> bool {
-    SYNC_DEPS
-        .try_with(|s| !s.borrow().is_empty())
-        .unwrap_or(false)
-        || TASK_DEPS.try_with(|_| ()).is_ok()
+    ACTIVE.try_with(|a| a.get() > 0).unwrap_or(false)
 }
 
 /// Runs `f` with a fresh thread-local collector and returns what it collected.
 pub fn collect_blocking<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
     SYNC_DEPS.with(|s| s.borrow_mut().push(Vec::new()));
+    let _active = Active::enter();
     struct Pop(Option<Vec<String>>);
     impl Drop for Pop {
         fn drop(&mut self) {
@@ -68,13 +98,12 @@ pub fn collect_blocking<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
 
 /// Runs `fut` with a fresh task-local collector and returns what it collected.
 pub async fn collect<F: Future>(fut: F) -> (F::Output, Vec<String>) {
-    TASK_DEPS
-        .scope(RefCell::new(Vec::new()), async {
-            let r = fut.await;
-            let deps = TASK_DEPS.with(|c| std::mem::take(&mut *c.borrow_mut()));
-            (r, deps)
-        })
-        .await
+    Polled(TASK_DEPS.scope(RefCell::new(Vec::new()), async {
+        let r = fut.await;
+        let deps = TASK_DEPS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        (r, deps)
+    }))
+    .await
 }
 
 #[cfg(test)]

@@ -28,12 +28,11 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 /// Readable keys longer than this (in bytes) are shortened by [`shorten`].
 pub const MAX_READABLE_KEY_LEN: usize = 250;
 
-/// A growable byte buffer that lives on the stack up to 128 bytes: the binary form of a key.
+/// A growable byte buffer that lives on the stack up to 96 bytes: the binary form of a key.
+/// Longer keys spill to the heap.
 ///
 /// ```
 /// use cache_core::key::{KeyBuf, KeyPart};
@@ -41,24 +40,54 @@ pub const MAX_READABLE_KEY_LEN: usize = 250;
 /// 7u64.write_binary(&mut buf);
 /// assert_eq!(buf.as_bytes(), &7u64.to_le_bytes());
 /// ```
-#[derive(Default, Clone)]
-pub struct KeyBuf(SmallVec<[u8; 128]>);
+#[derive(Clone)]
+pub struct KeyBuf {
+    len: usize,
+    inline: [u8; INLINE],
+    heap: Vec<u8>,
+}
+
+const INLINE: usize = 96;
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl KeyBuf {
     /// An empty buffer.
     #[inline]
     pub fn new() -> Self {
-        KeyBuf(SmallVec::new())
+        KeyBuf {
+            len: 0,
+            inline: [0; INLINE],
+            heap: Vec::new(),
+        }
     }
     /// Appends raw bytes.
     #[inline]
     pub fn put(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
+        let end = self.len + bytes.len();
+        if end <= INLINE {
+            self.inline[self.len..end].copy_from_slice(bytes);
+            self.len = end;
+        } else {
+            self.spill(bytes);
+        }
+    }
+    #[cold]
+    fn spill(&mut self, bytes: &[u8]) {
+        if self.len <= INLINE && self.heap.is_empty() {
+            self.heap.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.heap.extend_from_slice(bytes);
+        self.len = INLINE + 1; // marks "on the heap"
     }
     /// Appends one byte (a tag).
     #[inline]
     pub fn put_u8(&mut self, b: u8) {
-        self.0.push(b);
+        self.put(&[b]);
     }
     /// Appends a length (or any `usize`) as 8 little-endian bytes.
     #[inline]
@@ -74,17 +103,21 @@ impl KeyBuf {
     /// The bytes written so far.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        if self.len <= INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
     }
     /// Number of bytes written.
     #[inline]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_bytes().len()
     }
     /// True when nothing was written.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -525,6 +558,17 @@ mod tests {
             binary(&f64::from_bits(0x7ff8_0000_0000_0001)).as_bytes()
         );
         assert_ne!(binary(&0.0f64).as_bytes(), binary(&-0.0f64).as_bytes());
+    }
+
+    #[test]
+    fn key_buf_spills_to_the_heap_intact() {
+        let mut b = KeyBuf::new();
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            b.put(&[i, i]);
+            expected.extend_from_slice(&[i, i]);
+            assert_eq!(b.as_bytes(), &expected[..]);
+        }
     }
 
     #[test]

@@ -31,10 +31,10 @@ pub mod stats;
 pub mod value;
 
 pub use backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
+pub use cache_macros::{cache_put, cached, invalidates, KeyPart};
 pub use context::add_dependency;
 pub use error::CacheError;
 pub use key::KeyPart;
-pub use cache_macros::{cache_put, cached, invalidates, KeyPart};
 pub use memory::MemoryBackend;
 pub use registry::{configure, Profile};
 pub use runtime::{
@@ -47,11 +47,11 @@ pub use value::Cacheable;
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::error::CacheError;
     pub use crate::key::{KeyBuf, KeyPart};
     pub use crate::runtime::{
         Begin, CallInfo, EntryRef, Filler, FnCache, FnMeta, FnRef, Mode, RawKey,
     };
-    pub use crate::error::CacheError;
     pub use crate::value::Cacheable;
     pub use ::core::any::type_name;
     pub use ::core::time::Duration;

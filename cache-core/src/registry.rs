@@ -22,11 +22,11 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use crate::backend::Backend;
 use crate::error::CacheError;
@@ -83,14 +83,69 @@ impl std::fmt::Debug for Profile {
 pub(crate) struct State {
     pub(crate) default: Arc<dyn Backend>,
     pub(crate) profiles: HashMap<String, Profile>,
+    /// Bumped by every configuration change; threads compare it with their snapshot's.
+    generation: u64,
 }
 
-static STATE: LazyLock<ArcSwap<State>> = LazyLock::new(|| {
-    ArcSwap::from_pointee(State {
+/// The installed configuration. Readers do not touch it on the hit path: each thread keeps a
+/// snapshot (`SNAPSHOT`) and reloads it only when `GENERATION` moved.
+static CURRENT: LazyLock<Mutex<Arc<State>>> = LazyLock::new(|| {
+    Mutex::new(Arc::new(State {
         default: Arc::new(MemoryBackend::new()),
         profiles: HashMap::new(),
-    })
+        generation: 0,
+    }))
 });
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static SNAPSHOT: RefCell<Option<Arc<State>>> = const { RefCell::new(None) };
+}
+
+fn load_current() -> Arc<State> {
+    CURRENT.lock().clone()
+}
+
+/// Replaces the installed configuration with `make(current)`.
+fn update(make: impl FnOnce(&State) -> (Arc<dyn Backend>, HashMap<String, Profile>)) {
+    let mut cur = CURRENT.lock();
+    let generation = cur.generation + 1;
+    let (default, profiles) = make(&cur);
+    *cur = Arc::new(State {
+        default,
+        profiles,
+        generation,
+    });
+    GENERATION.store(generation, Ordering::Release);
+}
+
+/// Runs `f` on the current configuration: a thread-local snapshot, reloaded only when the
+/// configuration changed (no lock, no shared write on the hit path).
+#[inline]
+pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let mut f = Some(f);
+    let r = SNAPSHOT.try_with(|s| {
+        if let Ok(b) = s.try_borrow() {
+            if let Some(st) = b.as_ref().filter(|st| st.generation == generation) {
+                let f = f.take()?;
+                return Some(f(st));
+            }
+        }
+        let st = load_current();
+        if let Ok(mut b) = s.try_borrow_mut() {
+            *b = Some(st.clone());
+        }
+        let f = f.take()?;
+        Some(f(&st))
+    });
+    match (r, f) {
+        (Ok(Some(r)), _) => r,
+        (_, Some(f)) => f(&load_current()),
+        (_, None) => unreachable!("f runs once"),
+    }
+}
+
 static ENABLED: AtomicBool = AtomicBool::new(true);
 static OVERRIDES: AtomicUsize = AtomicUsize::new(0);
 
@@ -162,15 +217,16 @@ impl Config {
                 ));
             }
         }
-        let cur = STATE.load();
-        let mut profiles = cur.profiles.clone();
-        for (name, p) in self.profiles {
-            profiles.insert(name, p);
-        }
-        STATE.store(Arc::new(State {
-            default: self.default.unwrap_or_else(|| cur.default.clone()),
-            profiles,
-        }));
+        update(|cur| {
+            let mut profiles = cur.profiles.clone();
+            for (name, p) in self.profiles {
+                profiles.insert(name, p);
+            }
+            (
+                self.default.unwrap_or_else(|| cur.default.clone()),
+                profiles,
+            )
+        });
         if let Some(e) = self.enabled {
             set_enabled(e);
         }
@@ -187,21 +243,17 @@ impl Config {
 /// assert_eq!(cache_core::registry::default_backend().name(), "memory");
 /// ```
 pub fn install(backend: Arc<dyn Backend>) {
-    let cur = STATE.load();
-    STATE.store(Arc::new(State {
-        default: backend,
-        profiles: cur.profiles.clone(),
-    }));
+    update(|cur| (backend, cur.profiles.clone()));
 }
 
 /// The global default backend (ignores scoped overrides).
 pub fn default_backend() -> Arc<dyn Backend> {
-    STATE.load().default.clone()
+    with_state(|s| s.default.clone())
 }
 
 /// A configured profile.
 pub fn profile(name: &str) -> Option<Profile> {
-    STATE.load().profiles.get(name).cloned()
+    with_state(|s| s.profiles.get(name).cloned())
 }
 
 /// Turns caching on or off at run time. Off: cached functions run their body every time and
@@ -281,59 +333,51 @@ fn scoped_override() -> Option<Arc<dyn Backend>> {
 
 /// What a call resolves to: a backend and the profile's expiration settings.
 pub(crate) struct Resolved {
-    pub(crate) backend: ResolvedBackend,
+    pub(crate) backend: Arc<dyn Backend>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) sliding: Option<Duration>,
     pub(crate) unknown_profile: bool,
 }
 
-pub(crate) enum ResolvedBackend {
-    Guard(arc_swap::Guard<Arc<State>>, Option<Arc<dyn Backend>>),
-    Owned(Arc<dyn Backend>),
-}
-
-impl ResolvedBackend {
-    #[inline]
-    pub(crate) fn get(&self) -> &Arc<dyn Backend> {
-        match self {
-            ResolvedBackend::Guard(g, Some(b)) => {
-                let _ = g;
-                b
-            }
-            ResolvedBackend::Guard(g, None) => &g.default,
-            ResolvedBackend::Owned(b) => b,
-        }
-    }
-}
-
 /// Resolves the backend and profile settings for a function with `profile`.
-#[inline]
 pub(crate) fn resolve(profile: Option<&str>) -> Resolved {
     let over = scoped_override();
-    let state = STATE.load();
-    let (ttl, sliding, pbackend, unknown) = match profile {
-        None => (None, None, None, false),
-        Some(name) => match state.profiles.get(name) {
-            Some(p) => (p.ttl, p.sliding, p.backend.clone(), false),
-            None => (None, None, None, true),
-        },
-    };
-    let backend = match over {
-        Some(b) => ResolvedBackend::Owned(b),
-        None => ResolvedBackend::Guard(state, pbackend),
-    };
-    Resolved {
-        backend,
-        ttl,
-        sliding,
-        unknown_profile: unknown,
+    with_state(|state| {
+        let (ttl, sliding, pbackend, unknown) = match profile {
+            None => (None, None, None, false),
+            Some(name) => match state.profiles.get(name) {
+                Some(p) => (p.ttl, p.sliding, p.backend.clone(), false),
+                None => (None, None, None, true),
+            },
+        };
+        Resolved {
+            backend: over.unwrap_or_else(|| pbackend.unwrap_or_else(|| state.default.clone())),
+            ttl,
+            sliding,
+            unknown_profile: unknown,
+        }
+    })
+}
+
+/// Runs `f` with the backend a call with `profile` uses, without cloning anything on the
+/// common path (no scoped override, no profile).
+#[inline]
+pub(crate) fn with_backend_of<R>(profile: Option<&str>, f: impl FnOnce(&dyn Backend) -> R) -> R {
+    if let Some(b) = scoped_override() {
+        return f(&*b);
     }
+    with_state(|state| match profile.and_then(|p| state.profiles.get(p)) {
+        Some(Profile {
+            backend: Some(b), ..
+        }) => f(&**b),
+        _ => f(&*state.default),
+    })
 }
 
 /// The backend a call with `profile` would use now (scoped override, then the profile's
 /// backend, then the default).
 pub fn current_backend(profile: Option<&str>) -> Arc<dyn Backend> {
-    resolve(profile).backend.get().clone()
+    resolve(profile).backend
 }
 
 /// Every distinct backend a cached call could reach now: the scoped override (if any), the
@@ -349,7 +393,7 @@ pub fn all_backends() -> Vec<Arc<dyn Backend>> {
         push(b);
         return out;
     }
-    let state = STATE.load();
+    let state = load_current();
     push(state.default.clone());
     for p in state.profiles.values() {
         if let Some(b) = &p.backend {

@@ -286,31 +286,26 @@ impl FnCache {
         A: KeyPart + ?Sized + Sync,
         V: Cacheable,
     {
-        self.register();
         if !registry::is_enabled() {
+            self.register();
             return Begin::Fill(Filler::passthrough(self, None));
         }
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let resolved = registry::resolve(self.meta.profile);
         if mode == Mode::Normal {
-            let local = LocalKey {
+            if let Some(v) = self.local_hit::<V>(&LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
-            };
-            match resolved.backend.get().lookup_local(&local) {
-                LocalLookup::Hit(v) => {
-                    if let Some(v) = value::downcast::<V>(&*v) {
-                        self.on_hit(args, &info);
-                        return Begin::Hit(v);
-                    }
-                }
-                LocalLookup::Miss(_) | LocalLookup::Remote => {}
+            }) {
+                self.on_hit(args, &info);
+                return Begin::Hit(v);
             }
         }
+        self.register();
+        let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
-        let backend: Arc<dyn Backend> = resolved.backend.get().clone();
+        let backend: Arc<dyn Backend> = resolved.backend.clone();
         let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
@@ -375,28 +370,26 @@ impl FnCache {
         A: KeyPart + ?Sized,
         V: Cacheable,
     {
-        self.register();
         if !registry::is_enabled() {
+            self.register();
             return Begin::Fill(Filler::passthrough(self, None));
         }
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let resolved = registry::resolve(self.meta.profile);
         if mode == Mode::Normal {
-            let local = LocalKey {
+            if let Some(v) = self.local_hit::<V>(&LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
-            };
-            if let LocalLookup::Hit(v) = resolved.backend.get().lookup_local(&local) {
-                if let Some(v) = value::downcast::<V>(&*v) {
-                    self.on_hit(args, &info);
-                    return Begin::Hit(v);
-                }
+            }) {
+                self.on_hit(args, &info);
+                return Begin::Hit(v);
             }
         }
+        self.register();
+        let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
-        let backend: Arc<dyn Backend> = resolved.backend.get().clone();
+        let backend: Arc<dyn Backend> = resolved.backend.clone();
         let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
@@ -452,14 +445,16 @@ impl FnCache {
     /// After becoming leader: a leader that finished between our lookup and our join may have
     /// stored the value already (in-process backends only; no extra I/O).
     fn recheck<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Option<V> {
-        match backend.lookup_local(&key.local()) {
-            LocalLookup::Hit(v) => {
-                let v = value::downcast::<V>(&*v)?;
-                self.on_hit_known(key);
-                Some(v)
-            }
-            _ => None,
-        }
+        let v = visit_local::<V>(backend, &key.local())?;
+        self.on_hit_known(key);
+        Some(v)
+    }
+
+    /// The hit path: the in-process lookup of the backend this function uses, cloning the
+    /// typed value out of the stored one. No allocation, no lock, no reference count.
+    #[inline]
+    fn local_hit<V: Cacheable>(&self, key: &LocalKey<'_>) -> Option<V> {
+        registry::with_backend_of(self.meta.profile, |b| visit_local::<V>(b, key))
     }
 
     fn on_hit_known(&self, key: &Key) {
@@ -593,6 +588,15 @@ impl FnCache {
 
     fn backend(&self) -> Arc<dyn Backend> {
         registry::current_backend(self.meta.profile)
+    }
+}
+
+#[inline]
+fn visit_local<V: Cacheable>(backend: &dyn Backend, key: &LocalKey<'_>) -> Option<V> {
+    let mut out: Option<V> = None;
+    match backend.lookup_local(key, &mut |v| out = value::downcast::<V>(&**v)) {
+        LocalLookup::Hit => out,
+        LocalLookup::Miss(_) | LocalLookup::Remote => None,
     }
 }
 

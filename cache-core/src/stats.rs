@@ -49,11 +49,16 @@ impl BackendStats {
 }
 
 const STRIPES: usize = 8;
+/// The stripe shared (with atomic adds) by threads that found no exclusive stripe free.
+const SHARED: usize = STRIPES - 1;
 
 #[repr(align(64))]
 struct Padded(AtomicU64);
 
-/// A counter striped over cache lines; increments from different threads rarely collide.
+/// A counter striped over cache lines. Each of the first `STRIPES - 1` threads to count owns a
+/// stripe exclusively (released when the thread exits) and increments it with a plain store:
+/// no lock-prefixed instruction, no shared cache line on the hit path. Further threads share
+/// the last stripe with atomic adds. Reads sum the stripes.
 pub(crate) struct Counter([Padded; STRIPES]);
 
 impl Default for Counter {
@@ -62,24 +67,47 @@ impl Default for Counter {
     }
 }
 
+/// Which stripes are owned by a live thread.
+static OWNED: parking_lot::Mutex<[bool; SHARED]> = parking_lot::Mutex::new([false; SHARED]);
+
+thread_local! {
+    /// This thread's stripe; `usize::MAX` until first use.
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// Gives the exclusive stripe back when the thread exits.
+    static RELEASE: StripeRelease = const { StripeRelease };
+}
+
+struct StripeRelease;
+impl Drop for StripeRelease {
+    fn drop(&mut self) {
+        let stripe = STRIPE.try_with(|s| s.replace(SHARED)).unwrap_or(SHARED);
+        if stripe < SHARED {
+            OWNED.lock()[stripe] = false;
+        }
+    }
+}
+
+#[cold]
+fn claim_stripe() -> usize {
+    let mut owned = OWNED.lock();
+    let stripe = match owned.iter().position(|o| !o) {
+        Some(i) if RELEASE.try_with(|_| ()).is_ok() => {
+            owned[i] = true;
+            i
+        }
+        _ => SHARED,
+    };
+    let _ = STRIPE.try_with(|s| s.set(stripe));
+    stripe
+}
+
 #[inline]
 fn stripe() -> usize {
-    use std::cell::Cell;
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    match STRIPE.try_with(|s| s.get()) {
+        Ok(usize::MAX) => claim_stripe(),
+        Ok(s) => s,
+        Err(_) => SHARED,
     }
-    STRIPE
-        .try_with(|s| {
-            let v = s.get();
-            if v != usize::MAX {
-                return v;
-            }
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let v = NEXT.fetch_add(1, Relaxed) as usize % STRIPES;
-            s.set(v);
-            v
-        })
-        .unwrap_or(0)
 }
 
 impl Counter {
@@ -88,7 +116,14 @@ impl Counter {
     }
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        self.0[stripe()].0.fetch_add(n, Relaxed);
+        let i = stripe();
+        let c = &self.0[i].0;
+        if i == SHARED {
+            c.fetch_add(n, Relaxed);
+        } else {
+            // only this thread writes this stripe
+            c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+        }
     }
     #[inline]
     pub(crate) fn incr(&self) {

@@ -21,10 +21,10 @@
 //! let options = EntryOptions::new().depends_on("user:7");
 //! let stored = backend.set_blocking(&key, value::share("Ann".to_string()), &options, lease);
 //! assert_eq!(stored.unwrap(), SetOutcome::Stored);
-//! assert!(matches!(backend.lookup_local(&key.local()), LocalLookup::Hit(_)));
+//! assert_eq!(backend.lookup_local(&key.local(), &mut |_| {}), LocalLookup::Hit);
 //!
 //! backend.invalidate_blocking("user:7").unwrap();
-//! assert!(matches!(backend.lookup_local(&key.local()), LocalLookup::Miss(_)));
+//! assert!(matches!(backend.lookup_local(&key.local(), &mut |_| {}), LocalLookup::Miss(_)));
 //! ```
 
 mod clock;
@@ -37,7 +37,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use parking_lot::Mutex;
 
 use crate::backend::{
     Backend, BoxFuture, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome,
@@ -63,9 +64,25 @@ const MIN_ENTRIES_PER_SHARD: usize = 32;
 /// A shard gets at least this much weight when the backend is bounded by weight.
 const MIN_WEIGHT_PER_SHARD: u64 = 4096;
 
-/// A shard on its own cache lines.
+/// A shard on its own cache lines, behind a *sharded* reader-writer lock: a reader locks only
+/// the lock stripe of its own thread, so two threads hitting the same shard write no shared
+/// cache line (a plain `RwLock`'s reader count would bounce between their cores). Writers
+/// (fills, invalidations, evictions) lock every stripe; they are the rarer operation.
 #[repr(align(128))]
-struct Padded(RwLock<Shard>);
+struct Padded(ShardedLock<Shard>);
+
+impl Padded {
+    #[inline]
+    fn read(&self) -> ShardedLockReadGuard<'_, Shard> {
+        // A poisoned shard (a panic while writing) is still structurally sound: every write
+        // keeps the table and the queues consistent before anything that can panic.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+    #[inline]
+    fn write(&self) -> ShardedLockWriteGuard<'_, Shard> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// What the fill lock guards.
 struct FillState {
@@ -242,7 +259,7 @@ impl MemoryBackendBuilder {
                 let weight = self
                     .max_weight
                     .map_or(u64::MAX, |w| split(u128::from(w), i) as u64);
-                Padded(RwLock::new(Shard::new(entries, weight)))
+                Padded(ShardedLock::new(Shard::new(entries, weight)))
             })
             .collect();
         Ok(MemoryBackend {
@@ -375,7 +392,7 @@ impl MemoryBackend {
     /// assert_eq!(b.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().len()).sum()
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
     /// Whether no entry is held.
@@ -430,7 +447,7 @@ impl MemoryBackend {
         {
             let mut fill = self.fill.lock();
             for (i, shard) in self.shards.iter().enumerate() {
-                shard.0.write().take_expired(now, &mut removed);
+                shard.write().take_expired(now, &mut removed);
                 for (slot, e) in removed.drain(..) {
                     let r = entry_ref(i, slot, e.id);
                     fill.index.remove_entry(r, &e.text, &e.deps);
@@ -459,7 +476,6 @@ impl MemoryBackend {
         };
         set.to_vec().into_iter().any(|r| {
             self.shards[r.shard as usize]
-                .0
                 .read()
                 .text_of(r.slot, r.id)
                 .is_some_and(|t| &**t == key_text)
@@ -522,7 +538,6 @@ impl MemoryBackend {
                     .into_iter()
                     .map(|r| {
                         self.shards[r.shard as usize]
-                            .0
                             .read()
                             .text_of(r.slot, r.id)
                             .map_or_else(|| "<dangling>".to_string(), |t| t.to_string())
@@ -547,7 +562,7 @@ impl MemoryBackend {
         let _fill = self.fill.lock();
         let mut out = BTreeMap::new();
         for shard in self.shards.iter() {
-            let g = shard.0.read();
+            let g = shard.read();
             for (_, e) in g.entries() {
                 let mut deps: Vec<String> = e.deps.iter().map(|d| d.to_string()).collect();
                 deps.sort();
@@ -557,12 +572,29 @@ impl MemoryBackend {
         out
     }
 
-    fn get_inner(&self, key: &LocalKey<'_>) -> Option<SharedValue> {
-        let shard = &self.shards[self.shard_of(key.hash)].0;
+    #[inline]
+    fn get_inner(&self, key: &LocalKey<'_>, on_hit: &mut dyn FnMut(&SharedValue)) -> bool {
+        let shard = &self.shards[self.shard_of(key.hash)];
+        let visit = |v: Option<&SharedValue>, on_hit: &mut dyn FnMut(&SharedValue)| match v {
+            Some(v) => {
+                on_hit(v);
+                true
+            }
+            None => false,
+        };
         match self.policy {
-            EvictionPolicy::Lru => shard.write().get_lru(key.hash, key.bytes, &self.clock),
-            EvictionPolicy::S3Fifo => shard.read().get(key.hash, key.bytes, &self.clock, true),
-            EvictionPolicy::Fifo => shard.read().get(key.hash, key.bytes, &self.clock, false),
+            EvictionPolicy::Lru => visit(
+                shard.write().get_lru(key.hash, key.bytes, &self.clock),
+                on_hit,
+            ),
+            EvictionPolicy::S3Fifo => visit(
+                shard.read().get(key.hash, key.bytes, &self.clock, true),
+                on_hit,
+            ),
+            EvictionPolicy::Fifo => visit(
+                shard.read().get(key.hash, key.bytes, &self.clock, false),
+                on_hit,
+            ),
         }
     }
 
@@ -606,7 +638,6 @@ impl MemoryBackend {
             expiry,
         );
         let slot = self.shards[shard_idx]
-            .0
             .write()
             .insert(entry, self.policy, &mut displaced);
         if let Some((slot, old)) = &displaced.replaced {
@@ -657,7 +688,7 @@ impl MemoryBackend {
                     continue;
                 };
                 for r in set.to_vec() {
-                    let entry = self.shards[r.shard as usize].0.write().remove(r.slot, r.id);
+                    let entry = self.shards[r.shard as usize].write().remove(r.slot, r.id);
                     if let Some(e) = entry {
                         fill.index.remove_entry(r, &e.text, &e.deps);
                         if !seen.contains(&e.text) {
@@ -679,7 +710,7 @@ impl MemoryBackend {
             let epoch = self.epochs.bump();
             self.epochs.record_clear(epoch);
             for shard in self.shards.iter() {
-                shard.0.write().drain(&mut removed);
+                shard.write().drain(&mut removed);
             }
             fill.index.clear();
         }
@@ -701,16 +732,17 @@ impl Backend for MemoryBackend {
     }
 
     #[inline]
-    fn lookup_local(&self, key: &LocalKey<'_>) -> LocalLookup {
-        match self.get_inner(key) {
-            Some(v) => {
-                self.counters.hits.incr();
-                LocalLookup::Hit(v)
-            }
-            None => {
-                self.counters.misses.incr();
-                LocalLookup::Miss(self.epochs.lease())
-            }
+    fn lookup_local(
+        &self,
+        key: &LocalKey<'_>,
+        on_hit: &mut dyn FnMut(&SharedValue),
+    ) -> LocalLookup {
+        if self.get_inner(key, on_hit) {
+            self.counters.hits.incr();
+            LocalLookup::Hit
+        } else {
+            self.counters.misses.incr();
+            LocalLookup::Miss(self.epochs.lease())
         }
     }
 
@@ -719,11 +751,17 @@ impl Backend for MemoryBackend {
     }
 
     fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError> {
-        Ok(match self.lookup_local(&key.local()) {
-            LocalLookup::Hit(v) => Lookup::Hit(Hit::Local(v)),
-            LocalLookup::Miss(lease) => Lookup::Miss(lease),
-            LocalLookup::Remote => Lookup::Miss(self.epochs.lease()),
-        })
+        let mut found = None;
+        Ok(
+            match self.lookup_local(&key.local(), &mut |v| found = Some(v.clone())) {
+                LocalLookup::Hit => match found {
+                    Some(v) => Lookup::Hit(Hit::Local(v)),
+                    None => Lookup::Miss(self.epochs.lease()),
+                },
+                LocalLookup::Miss(lease) => Lookup::Miss(lease),
+                LocalLookup::Remote => Lookup::Miss(self.epochs.lease()),
+            },
+        )
     }
 
     fn set<'a>(
@@ -778,7 +816,7 @@ impl Backend for MemoryBackend {
     fn stats(&self) -> BackendStats {
         let (mut entries, mut weight) = (0u64, 0u64);
         for s in self.shards.iter() {
-            let g = s.0.read();
+            let g = s.read();
             entries += g.len() as u64;
             weight += g.weight();
         }

@@ -157,6 +157,26 @@ pub(crate) struct Shard {
     cap_weight: u64,
 }
 
+/// Byte equality without a `memcmp` call for the short keys of the hit path.
+#[inline]
+fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut a8).zip(&mut b8) {
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or([1; 8]));
+        if x != y {
+            return false;
+        }
+    }
+    a8.remainder()
+        .iter()
+        .zip(b8.remainder())
+        .all(|(x, y)| x == y)
+}
+
 impl Shard {
     pub(crate) fn new(cap_entries: usize, cap_weight: u64) -> Self {
         Shard {
@@ -185,7 +205,7 @@ impl Shard {
         let nodes = &self.nodes;
         self.table
             .find(hash, |&i| match nodes.get(i as usize) {
-                Some(Node { entry: Some(e), .. }) => e.hash == hash && *e.key == *key,
+                Some(Node { entry: Some(e), .. }) => e.hash == hash && key_eq(&e.key, key),
                 _ => false,
             })
             .copied()
@@ -204,7 +224,7 @@ impl Shard {
         key: &[u8],
         clock: &Clock,
         count: bool,
-    ) -> Option<SharedValue> {
+    ) -> Option<&SharedValue> {
         let e = self.entry(self.find(hash, key)?)?;
         if !e.expiry.read(clock) {
             return None;
@@ -215,24 +235,24 @@ impl Shard {
                 e.freq.store(f + 1, Relaxed);
             }
         }
-        Some(e.value.clone())
+        Some(&e.value)
     }
 
     /// The LRU hit path, under the write lock: moves the entry to the front.
     #[inline]
-    pub(crate) fn get_lru(&mut self, hash: u64, key: &[u8], clock: &Clock) -> Option<SharedValue> {
+    pub(crate) fn get_lru(&mut self, hash: u64, key: &[u8], clock: &Clock) -> Option<&SharedValue> {
         let slot = self.find(hash, key)?;
         let e = self.entry(slot)?;
         if !e.expiry.read(clock) {
             return None;
         }
-        let (value, weight) = (e.value.clone(), e.weight);
+        let weight = e.weight;
         let q = self.nodes[slot as usize].links.queue as usize;
         if self.queues[q].head != slot {
             self.queues[q].unlink(&mut self.nodes, slot, weight);
             self.queues[q].push_head(&mut self.nodes, slot, weight);
         }
-        Some(value)
+        self.entry(slot).map(|e| &e.value)
     }
 
     /// Whether an entry of this weight can ever fit in the shard.
