@@ -1,1 +1,244 @@
-fn main() {}
+//! Redis hit path against raw redis-rs on the same server (a redis-server started here on a
+//! free port by test-support).
+//!
+//! * `redis_hit_latency`: one hit, awaited alone: raw `GET` on a multiplexed connection vs
+//!   `RedisBackend::get` (+ decoding the typed value) vs a cached fn through cache-core's
+//!   runtime (`__private::FnCache`, what `#[cached]` expands to).
+//! * `redis_hit_throughput_64`: 64 concurrent tasks, raw `GET` on one multiplexed connection vs
+//!   the backend (one multiplexed connection too).
+//! * `redis_miss_with_deps`: a miss + fill with two dependencies; the round trips per miss are
+//!   counted with `INFO commandstats` and printed.
+//!
+//! Run: `cargo bench -p cache-redis --bench redis_hit`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::__private::{Begin, CallInfo, FnCache, FnMeta, Mode};
+use cache_core::{registry, value, Backend, EntryOptions, Key, Lookup};
+use cache_redis::RedisBackend;
+use criterion::{criterion_group, criterion_main, Criterion};
+use test_support::{require_redis_server, RedisServer};
+
+const TASKS: usize = 64;
+
+static HIT_FN: FnCache = FnCache::new(FnMeta {
+    module: "bench",
+    name: "hit_fn",
+    version: 0,
+    ttl: None,
+    sliding: None,
+    profile: None,
+    cache_none: true,
+    lock: false,
+    custom_key: false,
+});
+
+async fn hit_fn(x: u64) -> String {
+    match HIT_FN
+        .begin_async::<_, String>(&(&x,), CallInfo::default(), &mut |_| {}, Mode::Normal)
+        .await
+    {
+        Begin::Hit(v) => v,
+        Begin::Fill(f) => {
+            f.fill_async(async { "v".repeat(100) }, |r| Some(r.clone()))
+                .await
+        }
+    }
+}
+
+/// Commands the clients sent (each is one round trip): the backend sends only MGET (lookup)
+/// and EVALSHA / EVAL / SCRIPT (scripts) on this path; commands run inside scripts are not
+/// counted.
+fn round_trips(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let top = matches!(
+                name,
+                "cmdstat_mget" | "cmdstat_evalsha" | "cmdstat_eval" | "cmdstat_script"
+            );
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?;
+            top.then(|| calls.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(bin) = require_redis_server() else {
+        return;
+    };
+    let server = RedisServer::start(&bin).expect("redis-server");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = RedisBackend::builder()
+        .url(server.url())
+        .prefix("b")
+        .gc(false)
+        .connect_blocking()
+        .unwrap();
+    let shared: Arc<dyn Backend> = Arc::new(backend.clone());
+    let key = Key::from_text("bench::hit(1)");
+    let payload = "v".repeat(100);
+    rt.block_on(async {
+        let Lookup::Miss(lease) = shared.get(&key).await.unwrap() else {
+            panic!()
+        };
+        shared
+            .set(
+                &key,
+                value::share(payload.clone()),
+                &EntryOptions::new(),
+                lease,
+            )
+            .await
+            .unwrap();
+    });
+    let raw = rt.block_on(async {
+        server
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    });
+    let raw_key = backend.entry_key(key.text());
+
+    let mut g = c.benchmark_group("redis_hit_latency");
+    g.measurement_time(Duration::from_secs(4));
+    g.bench_function("raw_redis_rs_get", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut con = raw.clone();
+            let k = &raw_key;
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(k)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                v.unwrap()
+            }
+        })
+    });
+    g.bench_function("backend_get", |b| {
+        b.to_async(&rt).iter(|| async {
+            match shared.get(&key).await.unwrap() {
+                Lookup::Hit(h) => h.into_typed::<String>().unwrap(),
+                Lookup::Miss(_) => panic!("miss"),
+            }
+        })
+    });
+    g.bench_function("cached_fn", |b| {
+        b.to_async(&rt)
+            .iter(|| registry::with_backend(shared.clone(), hit_fn(1)))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("redis_hit_throughput_64");
+    g.measurement_time(Duration::from_secs(5));
+    g.throughput(criterion::Throughput::Elements(1));
+    g.bench_function("raw_redis_rs_get", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let raw = raw.clone();
+            let k = raw_key.clone();
+            async move {
+                let per = (iters as usize).div_ceil(TASKS);
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let mut con = raw.clone();
+                        let k = k.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per {
+                                let v: Option<Vec<u8>> = redis::cmd("GET")
+                                    .arg(&k)
+                                    .query_async(&mut con)
+                                    .await
+                                    .unwrap();
+                                assert!(v.is_some());
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+    g.bench_function("backend_get", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let shared = shared.clone();
+            let key = key.clone();
+            async move {
+                let per = (iters as usize).div_ceil(TASKS);
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let (b, k) = (shared.clone(), key.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..per {
+                                let Lookup::Hit(h) = b.get(&k).await.unwrap() else {
+                                    panic!()
+                                };
+                                assert!(h.into_typed::<String>().is_ok());
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+    g.finish();
+
+    // a miss with dependencies: lookup + fill (function cost excluded)
+    let mut con = server.connection().unwrap();
+    let options = EntryOptions::new()
+        .ttl(Duration::from_secs(60))
+        .depends_on("user:1")
+        .depends_on("team:1");
+    let n = 1000u64;
+    let before = round_trips(&mut con);
+    rt.block_on(async {
+        for i in 0..n {
+            let k = Key::from_text(format!("bench::miss({i})"));
+            let Lookup::Miss(lease) = shared.get(&k).await.unwrap() else {
+                panic!()
+            };
+            shared
+                .set(&k, value::share(i), &options, lease)
+                .await
+                .unwrap();
+        }
+    });
+    let per_miss = (round_trips(&mut con) - before) as f64 / n as f64;
+    println!("redis_miss_with_deps: {per_miss:.2} round trips per miss + fill (2 dependencies)");
+    let mut g = c.benchmark_group("redis_miss_with_deps");
+    g.measurement_time(Duration::from_secs(4));
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("miss_and_fill_2_deps", |b| {
+        b.to_async(&rt).iter(|| async {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let k = Key::from_text(format!("bench::miss2({i})"));
+            let Lookup::Miss(lease) = shared.get(&k).await.unwrap() else {
+                panic!()
+            };
+            shared
+                .set(&k, value::share(i), &options, lease)
+                .await
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
