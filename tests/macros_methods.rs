@@ -33,6 +33,10 @@ impl Tenant {
     fn label(&self, n: u32) -> String {
         format!("t{}-{n}", self.id)
     }
+
+    /// Method-call syntax reaches the companion through the receiver (`self.label_entry(n)`).
+    #[cache_core::invalidates(self.label(n))]
+    fn relabel(&self, n: u32) {}
 }
 
 impl Repo {
@@ -117,6 +121,8 @@ fn include_self_puts_the_receiver_in_the_key() {
         t1.label_invalidate(5).unwrap();
         assert_eq!(t1.label_entry(5).get_blocking(), None);
         assert_eq!(t2.label_entry(5).get_blocking().as_deref(), Some("t2-5"));
+        t2.relabel(5);
+        assert_eq!(t2.label_entry(5).get_blocking(), None);
     });
 }
 

@@ -210,7 +210,7 @@ fn generate(kind: Kind, func: &ItemFn, parsed: Parsed) -> TokenStream {
                         } else {
                             quote_spanned!(*span=> __cache_core_ret.clone())
                         };
-                        quote_spanned!(*span=> let _ = #var.#m(#value)#aw;)
+                        quote_spanned!(*span=> #[allow(clippy::clone_on_copy)] let _ = #var.#m(#value)#aw;)
                     }
                 };
                 apply.push(stmt);
