@@ -50,3 +50,9 @@ pub use config::RedisBackendBuilder;
 pub use error::RedisCacheError;
 pub use stats::RedisStats;
 
+pub mod local_store;
+pub mod sync;
+pub use sync::{
+    with_redis_sync, NodeId, SyncMessage, SyncOp, SyncOptions, SyncStats, SyncedBackend,
+    SyncedBackendBuilder, Synchronizer,
+};
