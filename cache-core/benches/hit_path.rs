@@ -1,6 +1,7 @@
 //! The memory hit path: a cached `fn(u64) -> u64` and `fn(String) -> u64` through the cache-core
 //! runtime, next to the `cached` crate's `#[cached]`, moka and quick_cache in the same run; and
-//! two threads hitting (throughput).
+//! two threads hitting (throughput). Both sides are what a user writes: `#[cache_core::cached]`
+//! and `#[cached::proc_macro::cached]` on the same functions.
 //!
 //! Run: `cargo bench -p cache-core --bench hit_path`.
 
@@ -8,41 +9,16 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::__private::{Begin, CallInfo, FnCache, FnMeta, Mode};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-const fn meta(name: &'static str) -> FnMeta {
-    FnMeta {
-        module: module_path!(),
-        name,
-        version: 0,
-        ttl: None,
-        sliding: None,
-        profile: None,
-        cache_none: true,
-        lock: true,
-        custom_key: false,
-    }
-}
-
-// What `#[cached] fn ours_u64(x: u64) -> u64` expands to (the macro's expansion calls the same
-// runtime entry points).
-static OURS_U64: FnCache = FnCache::new(meta("ours_u64"));
+#[cache_core::cached]
 fn ours_u64(x: u64) -> u64 {
-    match OURS_U64.begin_blocking::<_, u64>(&(&x,), CallInfo::default(), &mut |_| {}, Mode::Normal)
-    {
-        Begin::Hit(v) => v,
-        Begin::Fill(f) => f.fill_blocking(|| x.wrapping_mul(3), |r| Some(*r)),
-    }
+    x.wrapping_mul(3)
 }
 
-static OURS_STR: FnCache = FnCache::new(meta("ours_str"));
+#[cache_core::cached]
 fn ours_str(s: String) -> u64 {
-    match OURS_STR.begin_blocking::<_, u64>(&(&s,), CallInfo::default(), &mut |_| {}, Mode::Normal)
-    {
-        Begin::Hit(v) => v,
-        Begin::Fill(f) => f.fill_blocking(|| s.len() as u64, |r| Some(*r)),
-    }
+    s.len() as u64
 }
 
 #[cached::proc_macro::cached]

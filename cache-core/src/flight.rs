@@ -101,6 +101,9 @@ impl Drop for Waiting<'_> {
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<Box<[u8]>, Arc<Flight>>>,
+    /// Flights ended so far: a caller that missed before a flight ended and leads after it
+    /// must look again (the ended leader may have stored the value).
+    ended: std::sync::atomic::AtomicU64,
 }
 
 /// Either lead the computation or follow the one in progress.
@@ -123,6 +126,12 @@ impl Flights {
             flight,
             done: false,
         })
+    }
+
+    /// Flights ended so far (see the field).
+    #[inline]
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Callers waiting for a leader, over all keys.
@@ -156,6 +165,7 @@ impl Leader<'_> {
         }
         self.done = true;
         self.flights.map.lock().remove(&self.key);
+        self.flights.ended.fetch_add(1, Ordering::Release);
         self.flight.finish(state);
     }
 

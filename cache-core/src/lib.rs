@@ -25,6 +25,8 @@ mod flight;
 pub mod hash;
 pub mod key;
 pub mod memory;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod stats;

@@ -147,7 +147,7 @@ impl FnCache {
 
     /// A snapshot of this function's counters.
     pub fn stats(&'static self) -> FnStats {
-        self.counters.snapshot(self.meta.name)
+        self.counters.snapshot(self.meta.module, self.meta.name)
     }
 
     #[inline]
@@ -293,13 +293,19 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
+        let mut known_miss = None;
+        let flights_ended = self.flights_ended();
         if mode == Mode::Normal {
-            if let Some(v) = self.local_hit::<V>(&LocalKey {
+            match self.local_probe::<V>(&LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
             }) {
-                self.on_hit(args, &info);
-                return Begin::Hit(v);
+                Probe::Hit(v) => {
+                    self.on_hit(args, &info);
+                    return Begin::Hit(v);
+                }
+                Probe::Miss(lease) => known_miss = Some(lease),
+                Probe::Other => {}
             }
         }
         self.register();
@@ -318,7 +324,11 @@ impl FnCache {
             }
         }
         loop {
-            let lease = match self.lookup_async::<V>(&*backend, &key).await {
+            let looked_up = match known_miss.take() {
+                Some(lease) => self.known_miss(&key, lease),
+                None => self.lookup_async::<V>(&*backend, &key).await,
+            };
+            let lease = match looked_up {
                 Ok(Ok(v)) => {
                     self.on_hit_known(&key);
                     return Begin::Hit(v);
@@ -331,7 +341,7 @@ impl FnCache {
             }
             match self.flights().join(key.local().bytes) {
                 Join::Lead(leader) => {
-                    if let Some(v) = self.recheck::<V>(&*backend, &key) {
+                    if let Some(v) = self.recheck::<V>(&*backend, &key, flights_ended) {
                         leader.complete(value::share(v.clone()));
                         return Begin::Hit(v);
                     }
@@ -377,13 +387,19 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
+        let mut known_miss = None;
+        let flights_ended = self.flights_ended();
         if mode == Mode::Normal {
-            if let Some(v) = self.local_hit::<V>(&LocalKey {
+            match self.local_probe::<V>(&LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
             }) {
-                self.on_hit(args, &info);
-                return Begin::Hit(v);
+                Probe::Hit(v) => {
+                    self.on_hit(args, &info);
+                    return Begin::Hit(v);
+                }
+                Probe::Miss(lease) => known_miss = Some(lease),
+                Probe::Other => {}
             }
         }
         self.register();
@@ -402,7 +418,11 @@ impl FnCache {
             }
         }
         loop {
-            let lease = match self.lookup_blocking::<V>(&*backend, &key) {
+            let looked_up = match known_miss.take() {
+                Some(lease) => self.known_miss(&key, lease),
+                None => self.lookup_blocking::<V>(&*backend, &key),
+            };
+            let lease = match looked_up {
                 Ok(Ok(v)) => {
                     self.on_hit_known(&key);
                     return Begin::Hit(v);
@@ -415,7 +435,7 @@ impl FnCache {
             }
             match self.flights().join(key.local().bytes) {
                 Join::Lead(leader) => {
-                    if let Some(v) = self.recheck::<V>(&*backend, &key) {
+                    if let Some(v) = self.recheck::<V>(&*backend, &key, flights_ended) {
                         leader.complete(value::share(v.clone()));
                         return Begin::Hit(v);
                     }
@@ -444,7 +464,10 @@ impl FnCache {
 
     /// After becoming leader: a leader that finished between our lookup and our join may have
     /// stored the value already (in-process backends only; no extra I/O).
-    fn recheck<V: Cacheable>(&self, backend: &dyn Backend, key: &Key) -> Option<V> {
+    fn recheck<V: Cacheable>(&self, backend: &dyn Backend, key: &Key, ended: u64) -> Option<V> {
+        if self.flights_ended() == ended {
+            return None; // no leader finished since our lookup: nothing new to find
+        }
         let v = visit_local::<V>(backend, &key.local())?;
         self.on_hit_known(key);
         Some(v)
@@ -453,8 +476,15 @@ impl FnCache {
     /// The hit path: the in-process lookup of the backend this function uses, cloning the
     /// typed value out of the stored one. No allocation, no lock, no reference count.
     #[inline]
-    fn local_hit<V: Cacheable>(&self, key: &LocalKey<'_>) -> Option<V> {
-        registry::with_backend_of(self.meta.profile, |b| visit_local::<V>(b, key))
+    fn local_probe<V: Cacheable>(&self, key: &LocalKey<'_>) -> Probe<V> {
+        registry::with_backend_of(self.meta.profile, |b| probe_local::<V>(b, key))
+    }
+
+    /// The in-process lookup already missed: count it once and fill with its lease.
+    fn known_miss<V>(&self, key: &Key, lease: Lease) -> Result<Result<V, Lease>, ()> {
+        self.counters.misses.incr();
+        tracing::debug!(function = self.meta.name, key = key.text(), "cache miss");
+        Ok(Err(lease))
     }
 
     fn on_hit_known(&self, key: &Key) {
@@ -469,6 +499,11 @@ impl FnCache {
     /// For tests and diagnostics.
     pub fn waiting_callers(&self) -> usize {
         self.flights.get().map_or(0, Flights::waiting)
+    }
+
+    #[inline]
+    fn flights_ended(&self) -> u64 {
+        self.flights.get().map_or(0, Flights::ended)
     }
 
     fn flights(&self) -> &Flights {
@@ -591,12 +626,30 @@ impl FnCache {
     }
 }
 
+/// What the in-process lookup found.
+enum Probe<V> {
+    Hit(V),
+    /// An in-process backend does not hold the key: fill with this lease.
+    Miss(Lease),
+    /// Not answerable in process (a remote backend), or a value of another type.
+    Other,
+}
+
 #[inline]
-fn visit_local<V: Cacheable>(backend: &dyn Backend, key: &LocalKey<'_>) -> Option<V> {
+fn probe_local<V: Cacheable>(backend: &dyn Backend, key: &LocalKey<'_>) -> Probe<V> {
     let mut out: Option<V> = None;
     match backend.lookup_local(key, &mut |v| out = value::downcast::<V>(&**v)) {
-        LocalLookup::Hit => out,
-        LocalLookup::Miss(_) | LocalLookup::Remote => None,
+        LocalLookup::Hit => out.map_or(Probe::Other, Probe::Hit),
+        LocalLookup::Miss(lease) => Probe::Miss(lease),
+        LocalLookup::Remote => Probe::Other,
+    }
+}
+
+#[inline]
+fn visit_local<V: Cacheable>(backend: &dyn Backend, key: &LocalKey<'_>) -> Option<V> {
+    match probe_local::<V>(backend, key) {
+        Probe::Hit(v) => Some(v),
+        Probe::Miss(_) | Probe::Other => None,
     }
 }
 
@@ -728,6 +781,8 @@ impl FnCache {
             .fill_nanos
             .add(elapsed.as_nanos().min(u64::MAX as u128) as u64);
         self.counters.timed_fills.incr();
+        #[cfg(feature = "metrics")]
+        crate::metrics::record_fill(self.meta.module, self.meta.name, elapsed.as_secs_f64());
         match outcome {
             Ok(SetOutcome::Stored) => {
                 self.counters.fills.incr();

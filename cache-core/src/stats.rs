@@ -142,8 +142,10 @@ impl Counter {
 /// A snapshot of one cached function's counters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FnStats {
-    /// The function's path, e.g. `myapp::users::get_user`.
+    /// The function's name, e.g. `get_user`.
     pub function: &'static str,
+    /// The module it is defined in (`module_path!()`), e.g. `myapp::users`.
+    pub module: &'static str,
     /// Calls answered from the cache.
     pub hits: u64,
     /// Calls that ran the function.
@@ -187,12 +189,13 @@ impl FnCounters {
         }
     }
 
-    pub(crate) fn snapshot(&self, function: &'static str) -> FnStats {
+    pub(crate) fn snapshot(&self, module: &'static str, function: &'static str) -> FnStats {
         let timed = self.timed_fills.get();
         let mean = Duration::from_nanos(self.fill_nanos.get().checked_div(timed).unwrap_or(0));
         let hits = self.hits.get();
         FnStats {
             function,
+            module,
             hits,
             misses: self.misses.get(),
             fills: self.fills.get(),

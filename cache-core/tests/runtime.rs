@@ -467,3 +467,27 @@ fn keys_are_readable() {
     );
     assert_eq!(k.text(), "app::Repo::counted::<u32>(1)");
 }
+
+// ---------- stats count each call once ----------
+
+#[cache_core::cached]
+fn counted_once(x: u64) -> u64 {
+    x + 1
+}
+
+#[test]
+fn a_call_counts_one_hit_or_one_miss_in_function_and_backend_stats() {
+    let backend = Arc::new(MemoryBackend::new());
+    registry::with_backend_blocking(backend.clone(), || {
+        for _ in 0..3 {
+            assert_eq!(counted_once(1), 2);
+        }
+        assert_eq!(counted_once(2), 3);
+    });
+    let b = backend.stats();
+    assert_eq!((b.hits, b.misses, b.inserts), (2, 2, 2));
+    let f = counted_once_cache().stats();
+    assert_eq!((f.hits, f.misses, f.fills), (2, 2, 2));
+    assert_eq!(f.function, "counted_once");
+    assert!(f.module.ends_with("runtime"), "{}", f.module);
+}
