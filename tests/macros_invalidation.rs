@@ -14,6 +14,9 @@ fn runs(c: &AtomicUsize) -> usize {
     c.load(Ordering::SeqCst)
 }
 
+/// The tests of `users::*` share their run counters: they take turns.
+static USERS_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub mod users {
     use super::*;
 
@@ -69,6 +72,7 @@ pub mod admin {
 #[tokio::test]
 async fn invalidates_entries_all_entries_and_dependencies() {
     use users::{get_user, team_page, Db, TEAM_RUNS, USER_RUNS};
+    let _turn = USERS_TESTS.lock().await;
     registry::with_backend(mem(), async {
         let db = Db;
         get_user(&db, 1).await.unwrap();
@@ -95,6 +99,7 @@ async fn invalidates_entries_all_entries_and_dependencies() {
 #[tokio::test]
 async fn nested_cached_calls_are_dependencies() {
     use users::{get_user_invalidate, team_page, Db, TEAM_RUNS};
+    let _turn = USERS_TESTS.lock().await;
     registry::with_backend(mem(), async {
         let db = Db;
         team_page(&db, 5).await.unwrap();
@@ -111,6 +116,7 @@ async fn nested_cached_calls_are_dependencies() {
 #[tokio::test]
 async fn cache_put_writes_the_ok_value_through() {
     use users::{get_user, get_user_entry, Db, USER_RUNS};
+    let _turn = USERS_TESTS.lock().await;
     registry::with_backend(mem(), async {
         let db = Db;
         get_user(&db, 9).await.unwrap();
