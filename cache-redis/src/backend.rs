@@ -120,7 +120,8 @@ fn instance_id() -> String {
 
 /// What a lookup found (before conversion to a [`Lookup`]).
 enum Found {
-    Hit(Vec<u8>),
+    /// The stored bytes and the generation read with them.
+    Hit(Vec<u8>, u64),
     Miss(u64),
 }
 
@@ -178,9 +179,10 @@ impl Inner {
                     .await
             })
             .await?;
+        let gen = gen.unwrap_or(0);
         Ok(match value {
-            Some(v) => Found::Hit(v),
-            None => Found::Miss(gen.unwrap_or(0)),
+            Some(v) => Found::Hit(v, gen),
+            None => Found::Miss(gen),
         })
     }
 
@@ -208,7 +210,7 @@ impl Inner {
                 })
                 .await?;
             match (status, value) {
-                (2, Some(v)) => return Ok(Found::Hit(v)),
+                (2, Some(v)) => return Ok(Found::Hit(v, gen)),
                 (1, _) => return Ok(Found::Miss(gen)),
                 _ => {
                     if !waited {
@@ -238,7 +240,7 @@ impl Inner {
                 self.counters.misses.incr();
                 Ok(Lookup::Miss(Lease(gen)))
             }
-            Found::Hit(bytes) => match envelope::open(bytes, self.max_payload) {
+            Found::Hit(bytes, gen) => match envelope::open(bytes, self.max_payload) {
                 Ok(opened) => {
                     self.counters.hits.incr();
                     if let Some(sliding) = opened.sliding_ms {
@@ -251,9 +253,7 @@ impl Inner {
                     self.counters.misses.incr();
                     tracing::warn!(key = &*text, error = %e,
                         "value in Redis is not a valid cache envelope; treating it as a miss (the fill overwrites it)");
-                    // the generation was not read with this reply: an older lease is safe
-                    // (it can only make the fill's set be rejected)
-                    Ok(Lookup::Miss(Lease(0)))
+                    Ok(Lookup::Miss(Lease(gen)))
                 }
             },
         }
