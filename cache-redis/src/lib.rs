@@ -50,8 +50,12 @@ pub use config::RedisBackendBuilder;
 pub use error::RedisCacheError;
 pub use stats::RedisStats;
 
+pub mod layered;
 pub mod local_store;
 pub mod sync;
+pub mod tracking;
+pub use layered::{Coherence, LayeredBackend, LayeredBackendBuilder};
+pub use tracking::{Tracker, TrackingMode, TrackingStats};
 pub use sync::{
     with_redis_sync, NodeId, SyncMessage, SyncOp, SyncOptions, SyncStats, SyncedBackend,
     SyncedBackendBuilder, Synchronizer,

@@ -219,7 +219,8 @@ impl LocalStore for QuickCacheStore {
     fn sweep_expired(&self) {
         let now = Instant::now();
         let before = self.cache.len();
-        self.cache.retain(|_, e| e.expires.map_or(true, |t| now < t));
+        self.cache
+            .retain(|_, e| e.expires.map_or(true, |t| now < t));
         let swept = before.saturating_sub(self.cache.len()) as u64;
         self.expirations.fetch_add(swept, Relaxed);
         self.prune(&mut self.index.lock());

@@ -30,6 +30,8 @@ mod message;
 pub(crate) mod runtime;
 mod tasks;
 
+pub(crate) use tasks::resp3_client;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,518 @@
+//! The layered backend: L1 = a local store in process, L2 = Redis.
+//!
+//! * **Reads**: L1 first ([`Backend::lookup_local`] is the store's own lookup: a memory hit);
+//!   on an L1 miss, `PTTL` of the entry key on the node's tracking connection, then the Redis
+//!   backend's read; a hit fills L1 with the Redis key as the entry's reference and a TTL no
+//!   longer than the entry's remaining TTL in Redis (so an L1 entry never outlives its L2
+//!   entry), unless an invalidation arrived meanwhile (the L1 lease taken before the reads is
+//!   then stale) or the coherence channel is down.
+//! * **Writes** go to Redis first, then L1. Removals, invalidations and clears go to Redis,
+//!   then L1, then (pub/sub mode) to the other nodes' L1.
+//! * **Coherence**, chosen at build time: [`Coherence::PubSub`] (the other nodes apply this
+//!   node's invalidations, see [`crate::sync`]) or [`Coherence::Tracking`] (Redis pushes
+//!   invalidations of the keys, see [`crate::tracking`]).
+//!
+//! An entry filled from Redis is held in L1 as its encoded bytes until the runtime decodes it;
+//! an entry written by this node is held typed.
+//!
+//! ```no_run
+//! use cache_redis::{Coherence, LayeredBackend, RedisBackend, TrackingMode};
+//! let l2 = RedisBackend::builder().url("redis://127.0.0.1:6380/").prefix("app").connect_blocking().unwrap();
+//! let backend = LayeredBackend::builder(l2)
+//!     .coherence(Coherence::Tracking(TrackingMode::Default))
+//!     .build()
+//!     .unwrap();
+//! cache_core::registry::install(std::sync::Arc::new(backend));
+//! ```
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_core::backend::BoxFuture;
+use cache_core::value::{CacheValue, Hit, SharedValue};
+use cache_core::{
+    Backend, BackendStats, CacheError, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup,
+    MemoryBackend, SetOutcome,
+};
+
+use crate::local_store::{default_store, LocalStore};
+use crate::sync::{runtime, SyncOp, SyncOptions, SyncTarget, Synchronizer};
+use crate::tracking::{Tracker, TrackingMode};
+use crate::RedisBackend;
+
+/// The L1 entries of a default layered backend.
+pub const DEFAULT_L1_ENTRIES: usize = 10_000;
+
+/// How a layered backend keeps its L1 coherent across nodes.
+#[derive(Debug, Clone)]
+pub enum Coherence {
+    /// Invalidation messages on a Redis pub/sub channel.
+    PubSub(SyncOptions),
+    /// RESP3 client tracking.
+    Tracking(TrackingMode),
+}
+
+/// Bytes read from Redis, held in L1 until decoded.
+struct Encoded(Vec<u8>);
+
+impl CacheValue for Encoded {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn encode(&self) -> Result<Vec<u8>, CacheError> {
+        Ok(self.0.clone())
+    }
+    fn type_name(&self) -> &'static str {
+        "encoded bytes"
+    }
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn to_hit(v: &SharedValue) -> Hit {
+    match v.as_any().downcast_ref::<Encoded>() {
+        Some(e) => Hit::Bytes(e.0.clone()),
+        None => Hit::Local(v.clone()),
+    }
+}
+
+/// The L1 as a pub/sub target.
+struct StoreTarget<S>(Arc<S>);
+
+impl<S: LocalStore> SyncTarget for StoreTarget<S> {
+    fn remove_key(&self, key_text: &str) {
+        self.0.invalidate_keys(&[key_text]);
+    }
+    fn invalidate_dependency(&self, dependency: &str) {
+        self.0.invalidate_references(Some(&[dependency]));
+    }
+    fn flush(&self) {
+        self.0.clear();
+    }
+}
+
+/// L1 (a [`LocalStore`], by default a [`MemoryBackend`]) over L2 (a [`RedisBackend`]); see the
+/// [module docs](self).
+pub struct LayeredBackend<S: LocalStore = MemoryBackend> {
+    l1: Arc<S>,
+    l2: RedisBackend,
+    tracker: Tracker,
+    sync: Option<Synchronizer>,
+    max_l1_ttl: Option<Duration>,
+    name: String,
+}
+
+impl<S: LocalStore> std::fmt::Debug for LayeredBackend<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayeredBackend")
+            .field("name", &self.name)
+            .field("tracker", &self.tracker)
+            .field("sync", &self.sync)
+            .finish()
+    }
+}
+
+/// Builds a [`LayeredBackend`]; made by [`LayeredBackend::builder`].
+#[must_use]
+pub struct LayeredBackendBuilder<S> {
+    l2: RedisBackend,
+    l1: S,
+    coherence: Coherence,
+    max_l1_ttl: Option<Duration>,
+    ping_interval: Duration,
+}
+
+impl<S: LocalStore> LayeredBackendBuilder<S> {
+    /// Uses `store` as the L1 (default: [`default_store`] of [`DEFAULT_L1_ENTRIES`]).
+    pub fn local_store<T: LocalStore>(self, store: T) -> LayeredBackendBuilder<T> {
+        LayeredBackendBuilder {
+            l2: self.l2,
+            l1: store,
+            coherence: self.coherence,
+            max_l1_ttl: self.max_l1_ttl,
+            ping_interval: self.ping_interval,
+        }
+    }
+
+    /// How L1 is kept coherent (default: tracking in default mode).
+    pub fn coherence(mut self, coherence: Coherence) -> Self {
+        self.coherence = coherence;
+        self
+    }
+
+    /// Caps the TTL of every L1 entry (default: none beyond the L2 TTL).
+    pub fn max_l1_ttl(mut self, ttl: Duration) -> Self {
+        self.max_l1_ttl = Some(ttl);
+        self
+    }
+
+    /// How often the tracking connection is pinged; a failed ping flushes L1 (default 1 s).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Builds the backend and starts its connections in the background. `Err` names an
+    /// invalid option.
+    pub fn build(self) -> Result<LayeredBackend<S>, CacheError> {
+        if self.ping_interval.is_zero() {
+            return Err(CacheError::config("ping_interval", "must be positive"));
+        }
+        if self.max_l1_ttl.is_some_and(|t| t.is_zero()) {
+            return Err(CacheError::config("max_l1_ttl", "must be positive"));
+        }
+        self.l1.init()?;
+        let l1 = Arc::new(self.l1);
+        let mode = match &self.coherence {
+            Coherence::PubSub(_) => TrackingMode::Off,
+            Coherence::Tracking(mode) => *mode,
+        };
+        // BCAST prefix: every entry key is `PREFIX:{text}`.
+        let prefix = self.l2.entry_key("");
+        let prefix = prefix.trim_end_matches('}').to_string();
+        let tracker = Tracker::start(
+            self.l2.client(),
+            mode,
+            prefix,
+            self.ping_interval,
+            self.l2.op_timeout().max(Duration::from_millis(100)),
+            l1.clone() as Arc<dyn LocalStore>,
+        )?;
+        let sync = match self.coherence {
+            Coherence::PubSub(options) => Some(Synchronizer::start(
+                self.l2.client().clone(),
+                options,
+                Arc::new(StoreTarget(l1.clone())),
+            )?),
+            Coherence::Tracking(_) => None,
+        };
+        let name = format!("{}+{}", l1.name(), self.l2.name());
+        Ok(LayeredBackend {
+            l1,
+            l2: self.l2,
+            tracker,
+            sync,
+            max_l1_ttl: self.max_l1_ttl,
+            name,
+        })
+    }
+}
+
+impl LayeredBackend<MemoryBackend> {
+    /// A builder over `l2`.
+    pub fn builder(l2: RedisBackend) -> LayeredBackendBuilder<MemoryBackend> {
+        LayeredBackendBuilder {
+            l2,
+            l1: default_store(DEFAULT_L1_ENTRIES),
+            coherence: Coherence::Tracking(TrackingMode::Default),
+            max_l1_ttl: None,
+            ping_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What an L1 fill needs, taken before the L2 read.
+struct FillPlan {
+    lease: Lease,
+    redis_key: String,
+    con: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl<S: LocalStore> LayeredBackend<S> {
+    /// The L1 store.
+    pub fn local_store(&self) -> &S {
+        &self.l1
+    }
+
+    /// The L2 backend.
+    pub fn redis(&self) -> &RedisBackend {
+        &self.l2
+    }
+
+    /// The tracking connection (its state and counters).
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// The pub/sub engine, in [`Coherence::PubSub`] mode.
+    pub fn synchronizer(&self) -> Option<&Synchronizer> {
+        self.sync.as_ref()
+    }
+
+    /// Whether the coherence channel is up (L1 is filled only then).
+    pub fn is_coherent(&self) -> bool {
+        self.tracker.is_connected() && self.sync.as_ref().is_none_or_subscribed()
+    }
+
+    /// Waits (blocking, at most `timeout`) until the coherence channel is up.
+    pub fn wait_coherent(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while !self.is_coherent() {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    fn l1_probe(&self, key: &Key) -> Option<Hit> {
+        let mut found = None;
+        match self
+            .l1
+            .lookup(&key.local(), &mut |v| found = Some(to_hit(v)))
+        {
+            LocalLookup::Hit => found,
+            _ => None,
+        }
+    }
+
+    fn plan(&self, key: &Key) -> FillPlan {
+        FillPlan {
+            lease: self.l1.lease(),
+            redis_key: self.l2.entry_key(key.text()),
+            con: self.tracker.connection(),
+        }
+    }
+
+    /// The L1 options of an entry: ttl capped by the L2 remaining ttl (`pttl` ms; -1: none)
+    /// and by `max_l1_ttl`; no sliding (L1 reads do not refresh L2).
+    fn l1_options(&self, base: &EntryOptions, pttl: Option<i64>) -> EntryOptions {
+        let l2_ttl = match pttl {
+            Some(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        };
+        let ttl = [base.ttl, base.sliding, l2_ttl, self.max_l1_ttl]
+            .into_iter()
+            .flatten()
+            .min();
+        EntryOptions {
+            ttl,
+            sliding: None,
+            dependencies: base.dependencies.clone(),
+        }
+    }
+
+    fn fill_after_read(
+        &self,
+        key: &Key,
+        plan: &FillPlan,
+        pre: Option<(i64, Vec<String>)>,
+        hit: &Hit,
+    ) {
+        // -2: the key did not exist before the read; None: tracking connection down.
+        let Some((ms, dependencies)) = pre.filter(|(ms, _)| *ms != -2 && *ms != 0) else {
+            return;
+        };
+        if !self.is_coherent() {
+            return;
+        }
+        let value: SharedValue = match hit {
+            Hit::Local(v) => v.clone(),
+            Hit::Bytes(b) => Arc::new(Encoded(b.clone())),
+        };
+        let base = EntryOptions {
+            dependencies,
+            ..EntryOptions::new()
+        };
+        let options = self.l1_options(&base, Some(ms));
+        self.l1
+            .put_with_reference(key, value, &options, &plan.redis_key, plan.lease);
+    }
+
+    /// After a stored write: in pub/sub mode L1 keeps the value and the other nodes drop
+    /// theirs; with tracking, Redis reports the node's own write back, so L1 only drops its
+    /// copy and the next read fills it.
+    fn after_write(&self, key: &Key, value: SharedValue, options: &EntryOptions, lease: Lease) {
+        if self.sync.is_none() {
+            self.l1.invalidate_keys(&[key.text()]);
+            return;
+        }
+        if self.is_coherent() {
+            let options = self.l1_options(options, None);
+            let redis_key = self.l2.entry_key(key.text());
+            self.l1
+                .put_with_reference(key, value, &options, &redis_key, lease);
+        }
+        if let Some(s) = &self.sync {
+            s.publish(SyncOp::Remove(key.text().to_string()));
+        }
+    }
+}
+
+trait SubscribedExt {
+    fn is_none_or_subscribed(&self) -> bool;
+}
+
+impl SubscribedExt for Option<&Synchronizer> {
+    fn is_none_or_subscribed(&self) -> bool {
+        self.map_or(true, Synchronizer::is_subscribed)
+    }
+}
+
+/// Runs `fut` on the background runtime and waits for it, at most `limit`.
+fn block_on_bg<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+    limit: Duration,
+) -> Option<T> {
+    let handle = runtime::handle()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+impl<S: LocalStore> Backend for LayeredBackend<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    fn lookup_local(
+        &self,
+        key: &LocalKey<'_>,
+        on_hit: &mut dyn FnMut(&SharedValue),
+    ) -> LocalLookup {
+        match self.l1.lookup(key, on_hit) {
+            LocalLookup::Hit => LocalLookup::Hit,
+            _ => LocalLookup::Remote,
+        }
+    }
+
+    fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        Box::pin(async move {
+            if let Some(hit) = self.l1_probe(key) {
+                return Ok(Lookup::Hit(hit));
+            }
+            let plan = self.plan(key);
+            let pre = Tracker::pre_read(plan.con.clone(), plan.redis_key.clone()).await;
+            let found = self.l2.get(key).await?;
+            if let Lookup::Hit(hit) = &found {
+                self.fill_after_read(key, &plan, pre, hit);
+            }
+            Ok(found)
+        })
+    }
+
+    fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError> {
+        if let Some(hit) = self.l1_probe(key) {
+            return Ok(Lookup::Hit(hit));
+        }
+        let plan = self.plan(key);
+        let pre = block_on_bg(
+            Tracker::pre_read(plan.con.clone(), plan.redis_key.clone()),
+            self.l2.op_timeout(),
+        )
+        .flatten();
+        let found = self.l2.get_blocking(key)?;
+        if let Lookup::Hit(hit) = &found {
+            self.fill_after_read(key, &plan, pre, hit);
+        }
+        Ok(found)
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a Key,
+        value: SharedValue,
+        options: &'a EntryOptions,
+        lease: Lease,
+    ) -> BoxFuture<'a, Result<SetOutcome, CacheError>> {
+        Box::pin(async move {
+            let l1_lease = self.l1.lease();
+            let out = self.l2.set(key, value.clone(), options, lease).await?;
+            if out == SetOutcome::Stored {
+                self.after_write(key, value, options, l1_lease);
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_blocking(
+        &self,
+        key: &Key,
+        value: SharedValue,
+        options: &EntryOptions,
+        lease: Lease,
+    ) -> Result<SetOutcome, CacheError> {
+        let l1_lease = self.l1.lease();
+        let out = self.l2.set_blocking(key, value.clone(), options, lease)?;
+        if out == SetOutcome::Stored {
+            self.after_write(key, value, options, l1_lease);
+        }
+        Ok(out)
+    }
+
+    fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            let r = self.l2.remove(key).await;
+            self.l1.invalidate_keys(&[key.text()]);
+            if let Some(s) = &self.sync {
+                s.publish(SyncOp::Remove(key.text().to_string()));
+            }
+            r
+        })
+    }
+
+    fn remove_blocking(&self, key: &Key) -> Result<(), CacheError> {
+        let r = self.l2.remove_blocking(key);
+        self.l1.invalidate_keys(&[key.text()]);
+        if let Some(s) = &self.sync {
+            s.publish(SyncOp::Remove(key.text().to_string()));
+        }
+        r
+    }
+
+    fn invalidate<'a>(&'a self, dependency: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move {
+            let r = self.l2.invalidate(dependency).await;
+            self.l1.invalidate_references(Some(&[dependency]));
+            if let Some(s) = &self.sync {
+                s.publish(SyncOp::Invalidate(dependency.to_string()));
+            }
+            r
+        })
+    }
+
+    fn invalidate_blocking(&self, dependency: &str) -> Result<(), CacheError> {
+        let r = self.l2.invalidate_blocking(dependency);
+        self.l1.invalidate_references(Some(&[dependency]));
+        if let Some(s) = &self.sync {
+            s.publish(SyncOp::Invalidate(dependency.to_string()));
+        }
+        r
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), CacheError>> {
+        Box::pin(async move {
+            let r = self.l2.clear().await;
+            self.l1.clear();
+            if let Some(s) = &self.sync {
+                s.publish(SyncOp::Clear);
+            }
+            r
+        })
+    }
+
+    fn clear_blocking(&self) -> Result<(), CacheError> {
+        let r = self.l2.clear_blocking();
+        self.l1.clear();
+        if let Some(s) = &self.sync {
+            s.publish(SyncOp::Clear);
+        }
+        r
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.l1.stats()
+    }
+}
+
+impl<S: LocalStore> Drop for LayeredBackend<S> {
+    fn drop(&mut self) {
+        self.l1.destroy();
+    }
+}

@@ -1,0 +1,323 @@
+//! Server-assisted client-side caching: RESP3 `CLIENT TRACKING` keeps an L1 coherent.
+//!
+//! A [`Tracker`] owns one RESP3 connection (on the background runtime) with tracking on:
+//! * [`TrackingMode::Default`]: Redis remembers the keys this connection read and pushes an
+//!   invalidation when one of them changes. The layered backend reads `PTTL key` on this
+//!   connection *before* reading the entry through the Redis backend, so the key is tracked
+//!   before its value is read (a write in between is always reported);
+//! * [`TrackingMode::Broadcast`]: `CLIENT TRACKING ON BCAST PREFIX <prefix>`: every change
+//!   of an entry key under the prefix is pushed, read or not;
+//! * [`TrackingMode::Off`]: no tracking (the connection only answers `PTTL`; pub/sub keeps
+//!   the L1 coherent instead).
+//!
+//! Pushes are applied to the [`LocalStore`] on the connection's task: an `invalidate` push
+//! drops the entries referencing the listed Redis keys, a null push (`FLUSHALL`/`FLUSHDB`)
+//! drops everything. The race of an invalidation arriving while a read is in flight is closed
+//! by leases: the reader takes the store's lease before it reads, the push bumps the store's
+//! epoch for that Redis key, and the reader's put is rejected. When the connection is lost or a
+//! periodic `PING` fails, the store is flushed and nothing is put into it until tracking is
+//! back (and it is flushed once more then).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
+use tokio::sync::Notify;
+
+use cache_core::CacheError;
+
+use crate::local_store::LocalStore;
+use crate::sync::runtime;
+
+/// How the L1 of a layered backend is kept coherent by Redis itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingMode {
+    /// Redis tracks the keys this node read (`CLIENT TRACKING ON`).
+    Default,
+    /// Redis reports every change under the entry-key prefix (`CLIENT TRACKING ON BCAST
+    /// PREFIX`).
+    Broadcast,
+    /// No tracking: the connection only serves `PTTL` (pub/sub keeps the L1 coherent).
+    Off,
+}
+
+/// Counters of a [`Tracker`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackingStats {
+    /// `invalidate` pushes received.
+    pub pushes: u64,
+    /// Redis keys they named.
+    pub keys: u64,
+    /// "Flush all" (null) pushes.
+    pub flush_all: u64,
+    /// Connections established with tracking on.
+    pub connections: u64,
+    /// Connections lost (disconnection or failed ping).
+    pub losses: u64,
+    /// Times the local store was flushed because invalidations may have been lost.
+    pub flushes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    pushes: AtomicU64,
+    keys: AtomicU64,
+    flush_all: AtomicU64,
+    connections: AtomicU64,
+    losses: AtomicU64,
+    flushes: AtomicU64,
+}
+
+struct Shared {
+    mode: TrackingMode,
+    prefix: String,
+    ping_interval: Duration,
+    timeout: Duration,
+    store: Arc<dyn LocalStore>,
+    connected: AtomicBool,
+    con: Mutex<Option<MultiplexedConnection>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn flush(&self) {
+        self.counters.flushes.fetch_add(1, Relaxed);
+        self.store.invalidate_references(None);
+    }
+
+    fn on_push(&self, lost: &Notify, info: PushInfo) {
+        match info.kind {
+            PushKind::Invalidate => {
+                self.counters.pushes.fetch_add(1, Relaxed);
+                match info.data.first() {
+                    Some(Value::Array(keys)) | Some(Value::Set(keys)) => {
+                        let keys: Vec<&str> = keys
+                            .iter()
+                            .filter_map(|k| match k {
+                                Value::BulkString(b) => std::str::from_utf8(b).ok(),
+                                Value::SimpleString(s) => Some(s.as_str()),
+                                _ => None,
+                            })
+                            .collect();
+                        self.counters.keys.fetch_add(keys.len() as u64, Relaxed);
+                        self.store.invalidate_references(Some(&keys));
+                    }
+                    _ => {
+                        // A null key list: the server flushed its keyspace.
+                        self.counters.flush_all.fetch_add(1, Relaxed);
+                        self.store.invalidate_references(None);
+                    }
+                }
+            }
+            PushKind::Disconnection => {
+                self.connected.store(false, Relaxed);
+                self.flush();
+                lost.notify_one();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One node's tracking connection (see the [module docs](self)). Dropping it stops its task.
+pub struct Tracker {
+    shared: Arc<Shared>,
+    task: tokio::task::AbortHandle,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("mode", &self.shared.mode)
+            .field("prefix", &self.shared.prefix)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Tracker {
+    /// Starts tracking for `store` through the server of `client`. `prefix` is the entry-key
+    /// prefix used by [`TrackingMode::Broadcast`].
+    pub(crate) fn start(
+        client: &Client,
+        mode: TrackingMode,
+        prefix: String,
+        ping_interval: Duration,
+        timeout: Duration,
+        store: Arc<dyn LocalStore>,
+    ) -> Result<Self, CacheError> {
+        let handle = runtime::handle()
+            .ok_or_else(|| CacheError::backend("redis-tracking", "cannot start the runtime"))?;
+        let client = crate::sync::resp3_client(client)
+            .map_err(|e| CacheError::config("url", e.to_string()))?;
+        let shared = Arc::new(Shared {
+            mode,
+            prefix,
+            ping_interval,
+            timeout,
+            store,
+            connected: AtomicBool::new(false),
+            con: Mutex::new(None),
+            counters: Counters::default(),
+        });
+        let task = handle.spawn(run(client, shared.clone())).abort_handle();
+        Ok(Tracker { shared, task })
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> TrackingMode {
+        self.shared.mode
+    }
+
+    /// Whether the tracking connection is up (the L1 may be filled only then).
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Relaxed)
+    }
+
+    /// Waits (blocking, at most `timeout`) until the connection is up; returns whether it is.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while !self.is_connected() {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// The tracking connection, when it is up.
+    pub(crate) fn connection(&self) -> Option<MultiplexedConnection> {
+        if !self.is_connected() {
+            return None;
+        }
+        self.shared.con.lock().clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TrackingStats {
+        let c = &self.shared.counters;
+        TrackingStats {
+            pushes: c.pushes.load(Relaxed),
+            keys: c.keys.load(Relaxed),
+            flush_all: c.flush_all.load(Relaxed),
+            connections: c.connections.load(Relaxed),
+            losses: c.losses.load(Relaxed),
+            flushes: c.flushes.load(Relaxed),
+        }
+    }
+
+    /// Reads `PTTL key` and the entry's dependency set `key:deps` on the tracking connection
+    /// (which, in default mode, makes Redis track the key for this node). `None` when the
+    /// connection is down or the commands failed.
+    pub(crate) async fn pre_read(
+        con: Option<MultiplexedConnection>,
+        key: String,
+    ) -> Option<(i64, Vec<String>)> {
+        let mut con = con?;
+        let deps = format!("{key}:deps");
+        redis::pipe()
+            .cmd("PTTL")
+            .arg(key)
+            .cmd("SMEMBERS")
+            .arg(deps)
+            .query_async(&mut con)
+            .await
+            .ok()
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+        *self.shared.con.lock() = None;
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+async fn run(client: Client, shared: Arc<Shared>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let lost = Arc::new(Notify::new());
+        let sender = {
+            let shared = shared.clone();
+            let lost = lost.clone();
+            move |info: PushInfo| -> Result<(), ()> {
+                shared.on_push(&lost, info);
+                Ok(())
+            }
+        };
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(shared.timeout))
+            .set_response_timeout(Some(shared.timeout))
+            .set_push_sender(sender);
+        let connected = async {
+            let mut con = client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?;
+            let _: Value = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg("cache-track")
+                .query_async(&mut con)
+                .await?;
+            match shared.mode {
+                TrackingMode::Off => {}
+                TrackingMode::Default => {
+                    let _: Value = redis::cmd("CLIENT")
+                        .arg("TRACKING")
+                        .arg("ON")
+                        .query_async(&mut con)
+                        .await?;
+                }
+                TrackingMode::Broadcast => {
+                    let _: Value = redis::cmd("CLIENT")
+                        .arg("TRACKING")
+                        .arg("ON")
+                        .arg("BCAST")
+                        .arg("PREFIX")
+                        .arg(&shared.prefix)
+                        .query_async(&mut con)
+                        .await?;
+                }
+            }
+            Ok::<_, redis::RedisError>(con)
+        }
+        .await;
+        match connected {
+            Ok(mut con) => {
+                // Whatever the store holds may have changed while nobody tracked it.
+                shared.flush();
+                *shared.con.lock() = Some(con.clone());
+                shared.connected.store(true, Relaxed);
+                shared.counters.connections.fetch_add(1, Relaxed);
+                backoff = MIN_BACKOFF;
+                loop {
+                    tokio::select! {
+                        _ = lost.notified() => break,
+                        _ = tokio::time::sleep(shared.ping_interval) => {
+                            let pong: redis::RedisResult<Value> =
+                                redis::cmd("PING").query_async(&mut con).await;
+                            if let Err(e) = pong {
+                                tracing::warn!(error = %e, "cache tracking: ping failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                shared.connected.store(false, Relaxed);
+                *shared.con.lock() = None;
+                shared.counters.losses.fetch_add(1, Relaxed);
+                shared.flush();
+                tracing::warn!("cache tracking: connection lost; L1 flushed; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cache tracking: cannot connect; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
