@@ -627,7 +627,9 @@ impl RedisBackend {
         self.inner.op_timeout
     }
 
-    /// A handle on the backend's own runtime thread (runs as long as the backend lives).
+    /// A handle on the backend's own runtime thread (runs as long as the backend lives). Tasks
+    /// spawned on it must use the async methods: a `*_blocking` method called there fails
+    /// instead of deadlocking.
     pub fn runtime_handle(&self) -> tokio::runtime::Handle {
         self.inner.exec.handle().clone()
     }

@@ -27,6 +27,7 @@ use crate::error::RedisCacheError;
 /// a task on that very thread).
 pub(crate) struct Exec {
     handle: Handle,
+    thread: std::thread::ThreadId,
     shutdown: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -38,7 +39,7 @@ impl Exec {
             .map_err(|e| RedisCacheError::Runtime(e.to_string()))?;
         let handle = runtime.handle().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 runtime.block_on(async {
@@ -46,9 +47,12 @@ impl Exec {
                 });
                 runtime.shutdown_background();
             })
-            .map_err(|e| RedisCacheError::Runtime(e.to_string()))?;
+            .map_err(|e| RedisCacheError::Runtime(e.to_string()))?
+            .thread()
+            .id();
         Ok(Exec {
             handle,
+            thread,
             shutdown: parking_lot::Mutex::new(Some(tx)),
         })
     }
@@ -58,12 +62,17 @@ impl Exec {
     }
 
     /// Runs `fut` on the runtime thread and waits for it (at most `limit`). `None` when it did
-    /// not finish in time or the runtime stopped.
+    /// not finish in time, the runtime stopped, or the caller is the runtime thread itself
+    /// (waiting there would deadlock).
     pub(crate) fn block<T: Send + 'static>(
         &self,
         fut: impl Future<Output = T> + Send + 'static,
         limit: Duration,
     ) -> Option<T> {
+        if std::thread::current().id() == self.thread {
+            tracing::error!("a *_blocking cache-redis method was called on the backend's own runtime thread; use the async method there");
+            return None;
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let _ = tx.send(fut.await);
