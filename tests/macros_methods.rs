@@ -283,3 +283,37 @@ async fn impl_trait_and_pattern_parameters() {
     })
     .await;
 }
+
+// ---------- const generics, unsafe fns ----------
+
+static CONST_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached]
+fn repeat<const N: usize>(c: char) -> String {
+    CONST_RUNS.fetch_add(1, Ordering::SeqCst);
+    c.to_string().repeat(N)
+}
+
+/// # Safety
+/// None needed; shows that `unsafe fn` keeps its contract.
+#[cached]
+unsafe fn trusted(id: u32) -> u32 {
+    id * 2
+}
+
+#[test]
+fn const_generic_values_are_in_the_key() {
+    registry::with_backend_blocking(mem(), || {
+        assert_eq!(repeat::<2>('a'), "aa");
+        assert_eq!(repeat::<3>('a'), "aaa");
+        assert_eq!(repeat::<2>('a'), "aa");
+        assert_eq!(runs(&CONST_RUNS), 2);
+        assert_eq!(
+            repeat_entry::<3>('a').key().text(),
+            "macros_methods::repeat(3,'a')"
+        );
+        // SAFETY: `trusted` has no precondition
+        assert_eq!(unsafe { trusted(4) }, 8);
+        assert_eq!(trusted_entry(4).get_blocking(), Some(8));
+    });
+}

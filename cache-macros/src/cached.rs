@@ -85,6 +85,15 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
             );
         }
     }
+    if let Some(c) = &sig.constness {
+        combine(
+            &mut err,
+            syn::Error::new(
+                c.span,
+                "a cached fn cannot be `const`: the cache is a run-time lookup",
+            ),
+        );
+    }
     if let (Some(tok), None) = (&opts.include_self, receiver) {
         combine(
             &mut err,
@@ -311,6 +320,11 @@ impl Plan<'_> {
             let this = Ident::new("self", tok.span());
             writes.push(quote_spanned!(tok.span()=> __k.arg(&#this);));
         }
+        // const generic arguments are values: they are written first, like arguments
+        for c in self.func.sig.generics.const_params() {
+            let id = &c.ident;
+            writes.push(quote_spanned!(id.span()=> __k.arg(&#id);));
+        }
         for &i in &self.key {
             let id = &self.params[i].ident;
             writes.push(quote_spanned!(id.span()=> __k.arg(&#id);));
@@ -434,7 +448,7 @@ impl Plan<'_> {
             .attrs
             .iter()
             .filter(|a| {
-                ["cfg", "cfg_attr", "allow", "expect", "warn", "deny"]
+                ["cfg", "allow", "expect", "warn", "deny"]
                     .iter()
                     .any(|n| a.path().is_ident(n))
             })
@@ -513,10 +527,16 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
     let call_uncached = {
         let f = plan.turbofish(&uncached, !has_impl_trait);
         let args = plan.forward_args();
-        if asyncness.is_some() {
-            quote!(#f(#args))
+        let call = if sig.unsafety.is_some() {
+            // the caller of the wrapped fn upheld its contract
+            quote!(unsafe { #f(#args) })
         } else {
-            quote!(|| #f(#args))
+            quote!(#f(#args))
+        };
+        if asyncness.is_some() {
+            call
+        } else {
+            quote!(|| #call)
         }
     };
     let mut main_sig = sig.clone();

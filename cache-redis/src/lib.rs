@@ -55,8 +55,8 @@ pub mod local_store;
 pub mod sync;
 pub mod tracking;
 pub use layered::{Coherence, LayeredBackend, LayeredBackendBuilder};
-pub use tracking::{Tracker, TrackingMode, TrackingStats};
 pub use sync::{
     with_redis_sync, NodeId, SyncMessage, SyncOp, SyncOptions, SyncStats, SyncedBackend,
     SyncedBackendBuilder, Synchronizer,
 };
+pub use tracking::{Tracker, TrackingMode, TrackingStats};
