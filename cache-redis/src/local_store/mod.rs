@@ -115,14 +115,22 @@ pub trait LocalStore: Send + Sync + 'static {
     }
 }
 
-/// The default local store: a [`MemoryBackend`] bounded to `max_entries`, with LRU eviction.
+/// The default local store: a [`MemoryBackend`] bounded to `max_entries`, with S3-FIFO
+/// eviction (the memory backend's default policy).
+///
+/// S3-FIFO rather than LRU: on Zipf traces it keeps 5 to 11 points more hits than LRU (the
+/// `local_store_ratio` bench), and its hit takes the shard's read lock where an LRU hit takes
+/// the write lock to move the entry (the `l1_hit` bench). Use [`bounded_store`] for another
+/// policy.
 ///
 /// ```
+/// use cache_core::memory::EvictionPolicy;
 /// let store = cache_redis::local_store::default_store(10_000);
 /// assert_eq!(store.max_entries(), 10_000);
+/// assert_eq!(store.policy(), EvictionPolicy::S3Fifo);
 /// ```
 pub fn default_store(max_entries: usize) -> MemoryBackend {
-    bounded_store(max_entries, EvictionPolicy::Lru).unwrap_or_else(|_| MemoryBackend::new())
+    bounded_store(max_entries, EvictionPolicy::S3Fifo).unwrap_or_else(|_| MemoryBackend::new())
 }
 
 /// A [`MemoryBackend`] local store with the given bound and eviction policy; `Err` names an
