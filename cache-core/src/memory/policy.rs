@@ -20,9 +20,9 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum EvictionPolicy {
-    /// S3-FIFO (the default, frequency-aware): new entries go to a small FIFO queue (10% of the
+    /// S3-FIFO (the default, frequency-aware): new entries go to a small FIFO queue (1/32 of the
     /// capacity); those read again before they reach its end move to the main queue, the others
-    /// leave and are remembered in a ghost queue, so that their next insert goes straight to the
+    /// leave and are remembered in a ghost queue (1/4 of the capacity), so that their next insert goes straight to the
     /// main queue. The main queue is a CLOCK: a read entry gets another round. A hit only sets a
     /// 2-bit frequency with a relaxed atomic store: it takes the shard's read lock.
     #[default]
