@@ -22,8 +22,8 @@ use std::collections::VecDeque;
 pub enum EvictionPolicy {
     /// S3-FIFO (the default, frequency-aware): new entries go to a small FIFO queue (1/32 of the
     /// capacity); those read again before they reach its end move to the main queue, the others
-    /// leave and are remembered in a ghost queue (1/4 of the capacity), so that their next insert goes straight to the
-    /// main queue. The main queue is a CLOCK: a read entry gets another round. A hit only sets a
+    /// leave and are remembered in a ghost queue (1/4 of the capacity), so that their next
+    /// insert goes straight to the main queue. The main queue is a CLOCK: a read entry gets another round. A hit only sets a
     /// 2-bit frequency with a relaxed atomic store: it takes the shard's read lock.
     #[default]
     S3Fifo,
