@@ -206,6 +206,19 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and stats (`memory`, `redis`, ...).
     fn name(&self) -> &str;
 
+    /// The [`MemoryBackend`](crate::MemoryBackend) this object is, if it is one: the hit path of
+    /// `#[cached]` fns then calls it directly (no dynamic dispatch). Other backends keep the
+    /// default, `None` (a wrapper must not return the memory backend it wraps, or its own logic
+    /// would be skipped on hits).
+    ///
+    /// ```
+    /// use cache_core::{Backend, MemoryBackend};
+    /// assert!(MemoryBackend::new().as_memory().is_some());
+    /// ```
+    fn as_memory(&self) -> Option<&crate::MemoryBackend> {
+        None
+    }
+
     /// The in-process lookup: no I/O, no allocation, no reference count touched. On a hit the
     /// backend calls `on_hit` with the stored value (while it is safely readable) and answers
     /// `Hit`; the caller clones what it needs out of it. In-process backends answer `Hit` or

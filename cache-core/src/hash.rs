@@ -10,6 +10,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
+#[inline]
 fn state() -> &'static foldhash::fast::RandomState {
     static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
     STATE.get_or_init(foldhash::fast::RandomState::default)
@@ -17,7 +18,7 @@ fn state() -> &'static foldhash::fast::RandomState {
 
 /// The in-process hash of a binary key: seeded per process (so it cannot be predicted from
 /// outside), never stored or sent anywhere.
-#[inline]
+#[inline(always)]
 pub fn local_hash(bytes: &[u8]) -> u64 {
     let mut h = state().build_hasher();
     h.write(bytes);

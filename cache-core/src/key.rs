@@ -25,6 +25,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -42,8 +43,11 @@ pub const MAX_READABLE_KEY_LEN: usize = 250;
 /// ```
 #[derive(Clone)]
 pub struct KeyBuf {
+    /// Bytes written; `INLINE + 1` once they live in `heap`.
     len: usize,
-    inline: [u8; INLINE],
+    /// The first `len` bytes are initialized (not zeroed up front: the hit path builds a key
+    /// per call).
+    inline: [MaybeUninit<u8>; INLINE],
     heap: Vec<u8>,
 }
 
@@ -61,7 +65,7 @@ impl KeyBuf {
     pub fn new() -> Self {
         KeyBuf {
             len: 0,
-            inline: [0; INLINE],
+            inline: [MaybeUninit::uninit(); INLINE],
             heap: Vec::new(),
         }
     }
@@ -70,7 +74,16 @@ impl KeyBuf {
     pub fn put(&mut self, bytes: &[u8]) {
         let end = self.len + bytes.len();
         if end <= INLINE {
-            self.inline[self.len..end].copy_from_slice(bytes);
+            let dst = &mut self.inline[self.len..end];
+            // SAFETY: `dst` is `bytes.len()` bytes long; `u8` and `MaybeUninit<u8>` share
+            // their layout; the two cannot overlap (`&mut`).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    dst.as_mut_ptr().cast::<u8>(),
+                    bytes.len(),
+                )
+            };
             self.len = end;
         } else {
             self.spill(bytes);
@@ -79,7 +92,8 @@ impl KeyBuf {
     #[cold]
     fn spill(&mut self, bytes: &[u8]) {
         if self.len <= INLINE && self.heap.is_empty() {
-            self.heap.extend_from_slice(&self.inline[..self.len]);
+            let head = self.inline_bytes().to_vec();
+            self.heap = head;
         }
         self.heap.extend_from_slice(bytes);
         self.len = INLINE + 1; // marks "on the heap"
@@ -104,10 +118,16 @@ impl KeyBuf {
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         if self.len <= INLINE {
-            &self.inline[..self.len]
+            self.inline_bytes()
         } else {
             &self.heap
         }
+    }
+    #[inline]
+    fn inline_bytes(&self) -> &[u8] {
+        let len = self.len.min(INLINE);
+        // SAFETY: the first `len` (<= INLINE) inline bytes were written by `put`.
+        unsafe { std::slice::from_raw_parts(self.inline.as_ptr().cast::<u8>(), len) }
     }
     /// Number of bytes written.
     #[inline]

@@ -19,7 +19,7 @@
 //! assert!(registry::profile("hot").is_some());
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -98,8 +98,57 @@ static CURRENT: LazyLock<Mutex<Arc<State>>> = LazyLock::new(|| {
 });
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// A thread's copy of the configuration.
+struct Snapshot {
+    state: Arc<State>,
+}
+
+impl Snapshot {
+    /// Installs `state` as this thread's snapshot and points [`FAST`] at its default backend.
+    fn new(state: Arc<State>) -> Self {
+        let memory = state
+            .default
+            .as_memory()
+            .map_or(std::ptr::null(), |m| m as *const MemoryBackend);
+        let _ = FAST.try_with(|f| {
+            f.generation.set(state.generation);
+            f.memory.set(memory);
+        });
+        Snapshot { state }
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // the backend `FAST` points into may go with this state
+        let _ = FAST.try_with(|f| {
+            f.generation.set(u64::MAX);
+            f.memory.set(std::ptr::null());
+        });
+    }
+}
+
+/// The hit path's view of this thread's snapshot: plain cells without a destructor, so reading
+/// them is a few loads (no lazy initialization, no `RefCell`).
+struct Fast {
+    /// The generation of the snapshot; `u64::MAX` when there is none.
+    generation: Cell<u64>,
+    /// Its default backend if that is a [`MemoryBackend`] (kept alive by `SNAPSHOT`), or null.
+    memory: Cell<*const MemoryBackend>,
+    /// Fast-path lookups running on this thread: the snapshot is not replaced while one runs
+    /// (a value's `Clone` may call a cached fn that would reload it).
+    pins: Cell<u32>,
+}
+
 thread_local! {
-    static SNAPSHOT: RefCell<Option<Arc<State>>> = const { RefCell::new(None) };
+    static SNAPSHOT: RefCell<Option<Snapshot>> = const { RefCell::new(None) };
+    static FAST: Fast = const {
+        Fast {
+            generation: Cell::new(u64::MAX),
+            memory: Cell::new(std::ptr::null()),
+            pins: Cell::new(0),
+        }
+    };
 }
 
 fn load_current() -> Arc<State> {
@@ -127,14 +176,19 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
     let mut f = Some(f);
     let r = SNAPSHOT.try_with(|s| {
         if let Ok(b) = s.try_borrow() {
-            if let Some(st) = b.as_ref().filter(|st| st.generation == generation) {
+            if let Some(snap) = b.as_ref().filter(|sn| sn.state.generation == generation) {
                 let f = f.take()?;
-                return Some(f(st));
+                return Some(f(&snap.state));
             }
         }
         let st = load_current();
-        if let Ok(mut b) = s.try_borrow_mut() {
-            *b = Some(st.clone());
+        let pinned = FAST.try_with(|f| f.pins.get() > 0).unwrap_or(true);
+        if !pinned {
+            if let Ok(mut b) = s.try_borrow_mut() {
+                // the old snapshot is dropped (and `FAST` cleared) before the new one is made
+                *b = None;
+                *b = Some(Snapshot::new(st.clone()));
+            }
         }
         let f = f.take()?;
         Some(f(&st))
@@ -144,6 +198,38 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
         (_, Some(f)) => f(&load_current()),
         (_, None) => unreachable!("f runs once"),
     }
+}
+
+/// The hit path's shortcut: runs `f` on the default backend when it is a [`MemoryBackend`],
+/// no scoped override is active anywhere and this thread's snapshot is current. `None` (and
+/// `f` not run) otherwise: the caller takes the general path ([`with_backend_of`]), which
+/// also refreshes the snapshot.
+#[inline(always)]
+pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend) -> R) -> Option<R> {
+    if OVERRIDES.load(Ordering::Relaxed) != 0 {
+        return None;
+    }
+    let generation = GENERATION.load(Ordering::Acquire);
+    // `FAST` has no destructor: it is valid for the whole life of this thread
+    let fast: *const Fast = FAST.with(|f| f as *const Fast);
+    // SAFETY: a pointer to this thread's `FAST`, used on this thread only.
+    let fast = unsafe { &*fast };
+    let memory = fast.memory.get();
+    if fast.generation.get() != generation || memory.is_null() {
+        return None;
+    }
+    struct Unpin<'a>(&'a Cell<u32>);
+    impl Drop for Unpin<'_> {
+        #[inline(always)]
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+    fast.pins.set(fast.pins.get() + 1);
+    let _unpin = Unpin(&fast.pins);
+    // SAFETY: `memory` points into the default backend of this thread's snapshot, which is
+    // not replaced while pinned (see `with_state`) and clears `FAST` when dropped.
+    Some(f(unsafe { &*memory }))
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);

@@ -21,6 +21,7 @@ use crate::error::CacheError;
 use crate::flight::{Flights, Join, Leader, Outcome};
 use crate::hash::local_hash;
 use crate::key::{self, KeyBuf, KeyPart};
+use crate::memory::Typed;
 use crate::registry::{self, Resolved};
 use crate::stats::{FnCounters, FnStats};
 use crate::value::{self, Cacheable, Hit, SharedValue};
@@ -369,6 +370,10 @@ impl FnCache {
     }
 
     /// Starts a call of a sync cached function.
+    ///
+    /// The hit path is this inlined part: build the binary key on the stack, hash it, look it up
+    /// in process, count the hit. Everything else is in [`Self::begin_blocking_slow`].
+    #[inline]
     pub fn begin_blocking<A, V>(
         &'static self,
         args: &A,
@@ -381,32 +386,70 @@ impl FnCache {
         V: Cacheable,
     {
         if !registry::is_enabled() {
-            self.register();
-            return Begin::Fill(Filler::passthrough(self, None));
+            return self.disabled();
         }
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let mut known_miss = None;
         let flights_ended = self.flights_ended();
-        if mode == Mode::Normal {
-            match self.local_probe::<V>(&LocalKey {
+        let probe = if mode == Mode::Normal {
+            self.local_probe::<V>(&LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
-            }) {
-                Probe::Hit(v) => {
-                    self.on_hit(args, &info);
-                    return Begin::Hit(v);
-                }
-                Probe::Miss(lease) => known_miss = Some(lease),
-                Probe::Other => {}
-            }
+            })
+        } else {
+            Probe::Other
+        };
+        if let Probe::Hit(v) = probe {
+            self.on_hit(args, &info);
+            return Begin::Hit(v);
         }
+        let known_miss = match probe {
+            Probe::Miss(lease) => Some(lease),
+            _ => None,
+        };
+        self.begin_blocking_slow(
+            args,
+            info,
+            deps,
+            mode,
+            &buf,
+            hash,
+            flights_ended,
+            known_miss,
+        )
+    }
+
+    #[cold]
+    fn disabled<V: Cacheable>(&'static self) -> Begin<V> {
+        self.register();
+        Begin::Fill(Filler::passthrough(self, None))
+    }
+
+    /// Everything after the in-process lookup of a sync call (a miss, a remote backend, a
+    /// refresh).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn begin_blocking_slow<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+        mode: Mode,
+        buf: &KeyBuf,
+        hash: u64,
+        flights_ended: u64,
+        mut known_miss: Option<Lease>,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
         let backend: Arc<dyn Backend> = resolved.backend.clone();
-        let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
+        let key = Key::from_buf(self.text_key(args, &info), buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
         let options = self.options(&resolved, declared, &info);
@@ -475,8 +518,20 @@ impl FnCache {
 
     /// The hit path: the in-process lookup of the backend this function uses, cloning the
     /// typed value out of the stored one. No allocation, no lock, no reference count.
-    #[inline]
+    #[inline(always)]
     fn local_probe<V: Cacheable>(&self, key: &LocalKey<'_>) -> Probe<V> {
+        if self.meta.profile.is_none() {
+            // the common case: the default backend is a memory backend, called directly
+            if let Some(found) =
+                registry::with_default_memory(|m| m.lookup_typed::<V>(key, crate::stats::stripe()))
+            {
+                return match found {
+                    Typed::Hit(v) => Probe::Hit(v),
+                    Typed::Miss(lease) => Probe::Miss(lease),
+                    Typed::OtherType => Probe::Other,
+                };
+            }
+        }
         registry::with_backend_of(self.meta.profile, |b| probe_local::<V>(b, key))
     }
 

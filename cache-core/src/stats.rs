@@ -48,9 +48,9 @@ impl BackendStats {
     }
 }
 
-const STRIPES: usize = 8;
+pub(crate) const STRIPES: usize = 8;
 /// The stripe shared (with atomic adds) by threads that found no exclusive stripe free.
-const SHARED: usize = STRIPES - 1;
+pub(crate) const SHARED: usize = STRIPES - 1;
 
 #[repr(align(64))]
 struct Padded(AtomicU64);
@@ -101,8 +101,9 @@ fn claim_stripe() -> usize {
     stripe
 }
 
+/// This thread's stripe (also its reader stripe in the memory backend's shard locks).
 #[inline]
-fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     match STRIPE.try_with(|s| s.get()) {
         Ok(usize::MAX) => claim_stripe(),
         Ok(s) => s,
@@ -116,7 +117,12 @@ impl Counter {
     }
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        let i = stripe();
+        self.add_at(stripe(), n)
+    }
+    /// Adds `n` through stripe `i`, this thread's [`stripe`].
+    #[inline]
+    pub(crate) fn add_at(&self, i: usize, n: u64) {
+        let i = i & (STRIPES - 1);
         let c = &self.0[i].0;
         if i == SHARED {
             c.fetch_add(n, Relaxed);
@@ -128,6 +134,11 @@ impl Counter {
     #[inline]
     pub(crate) fn incr(&self) {
         self.add(1)
+    }
+    /// Counts one through stripe `i`, this thread's [`stripe`].
+    #[inline]
+    pub(crate) fn incr_at(&self, i: usize) {
+        self.add_at(i, 1)
     }
     pub(crate) fn get(&self) -> u64 {
         self.0.iter().map(|p| p.0.load(Relaxed)).sum()

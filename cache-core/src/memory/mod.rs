@@ -30,6 +30,7 @@
 mod clock;
 mod deps;
 mod lease;
+mod lock;
 mod policy;
 mod store;
 
@@ -37,7 +38,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use parking_lot::Mutex;
 
 use crate::backend::{
@@ -53,6 +53,7 @@ pub use policy::EvictionPolicy;
 use clock::Clock;
 use deps::{DepIndex, EntryRef};
 use lease::Epochs;
+use lock::{ReadGuard, StripedLock, WriteGuard};
 use store::{Displaced, Entry, Expiry, Shard};
 
 /// The entry bound of [`MemoryBackend::new`] and of a builder given no bound.
@@ -64,23 +65,23 @@ const MIN_ENTRIES_PER_SHARD: usize = 32;
 /// A shard gets at least this much weight when the backend is bounded by weight.
 const MIN_WEIGHT_PER_SHARD: u64 = 4096;
 
-/// A shard on its own cache lines, behind a *sharded* reader-writer lock: a reader locks only
-/// the lock stripe of its own thread, so two threads hitting the same shard write no shared
-/// cache line (a plain `RwLock`'s reader count would bounce between their cores). Writers
-/// (fills, invalidations, evictions) lock every stripe; they are the rarer operation.
+/// A shard on its own cache lines, behind a *striped* reader-writer lock ([`lock`]): a reader
+/// writes only the reader stripe of its own thread, so two threads hitting the same shard write
+/// no shared cache line (a plain `RwLock`'s reader count would bounce between their cores).
+/// Writers (fills, invalidations, evictions) wait for every stripe; they are the rarer
+/// operation. A panic while writing leaves the shard structurally sound: every write keeps the
+/// table and the queues consistent before anything that can panic.
 #[repr(align(128))]
-struct Padded(ShardedLock<Shard>);
+struct Padded(StripedLock<Shard>);
 
 impl Padded {
     #[inline]
-    fn read(&self) -> ShardedLockReadGuard<'_, Shard> {
-        // A poisoned shard (a panic while writing) is still structurally sound: every write
-        // keeps the table and the queues consistent before anything that can panic.
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> ReadGuard<'_, Shard> {
+        self.0.read()
     }
     #[inline]
-    fn write(&self) -> ShardedLockWriteGuard<'_, Shard> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> WriteGuard<'_, Shard> {
+        self.0.write()
     }
 }
 
@@ -259,7 +260,7 @@ impl MemoryBackendBuilder {
                 let weight = self
                     .max_weight
                     .map_or(u64::MAX, |w| split(u128::from(w), i) as u64);
-                Padded(ShardedLock::new(Shard::new(entries, weight)))
+                Padded(StripedLock::new(Shard::new(entries, weight)))
             })
             .collect();
         Ok(MemoryBackend {
@@ -575,9 +576,9 @@ impl MemoryBackend {
     #[inline]
     fn get_inner(&self, key: &LocalKey<'_>, on_hit: &mut dyn FnMut(&SharedValue)) -> bool {
         let shard = &self.shards[self.shard_of(key.hash)];
-        let visit = |v: Option<&SharedValue>, on_hit: &mut dyn FnMut(&SharedValue)| match v {
-            Some(v) => {
-                on_hit(v);
+        let visit = |e: Option<&Entry>, on_hit: &mut dyn FnMut(&SharedValue)| match e {
+            Some(e) => {
+                on_hit(&e.value);
                 true
             }
             None => false,
@@ -596,6 +597,59 @@ impl MemoryBackend {
                 on_hit,
             ),
         }
+    }
+
+    /// The typed hit path of `#[cached]` fns (what [`Backend::lookup_local`] does, without
+    /// dynamic dispatch or a virtual call on the value): `stripe` is the caller's
+    /// [`crate::stats::stripe`].
+    #[inline(always)]
+    pub(crate) fn lookup_typed<V: Clone + 'static>(
+        &self,
+        key: &LocalKey<'_>,
+        stripe: usize,
+    ) -> Typed<V> {
+        if self.policy == EvictionPolicy::Lru {
+            return self.lookup_typed_lru(key);
+        }
+        let found = {
+            let shard = self.shards[self.shard_of(key.hash)].0.read_at(stripe);
+            shard
+                .get(
+                    key.hash,
+                    key.bytes,
+                    &self.clock,
+                    self.policy == EvictionPolicy::S3Fifo,
+                )
+                .map(Entry::typed::<V>)
+        };
+        match found {
+            Some(v) => {
+                self.counters.hits.incr_at(stripe);
+                match v {
+                    Some(v) => Typed::Hit(v),
+                    None => Typed::OtherType,
+                }
+            }
+            None => {
+                self.counters.misses.incr_at(stripe);
+                Typed::Miss(self.epochs.lease())
+            }
+        }
+    }
+
+    /// [`Self::lookup_typed`] under LRU (a hit moves the entry: write lock, out of line).
+    #[inline(never)]
+    fn lookup_typed_lru<V: Clone + 'static>(&self, key: &LocalKey<'_>) -> Typed<V> {
+        let mut out = None;
+        let found = self.get_inner(key, &mut |v| {
+            out = v.as_any().downcast_ref::<V>().cloned();
+        });
+        if !found {
+            self.counters.misses.incr();
+            return Typed::Miss(self.epochs.lease());
+        }
+        self.counters.hits.incr();
+        out.map_or(Typed::OtherType, Typed::Hit)
     }
 
     fn set_inner(
@@ -718,6 +772,14 @@ impl MemoryBackend {
     }
 }
 
+/// What [`MemoryBackend::lookup_typed`] found.
+pub(crate) enum Typed<V> {
+    Hit(V),
+    Miss(Lease),
+    /// An entry holding another type (counted as a hit, like [`Backend::lookup_local`]).
+    OtherType,
+}
+
 fn entry_ref(shard: usize, slot: u32, id: u64) -> EntryRef {
     EntryRef {
         id,
@@ -729,6 +791,10 @@ fn entry_ref(shard: usize, slot: u32, id: u64) -> EntryRef {
 impl Backend for MemoryBackend {
     fn name(&self) -> &str {
         "memory"
+    }
+
+    fn as_memory(&self) -> Option<&MemoryBackend> {
+        Some(self)
     }
 
     #[inline]

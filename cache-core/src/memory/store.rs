@@ -6,6 +6,7 @@
 //! write lock, and the backend makes them under its fill lock too, so the dependency index can
 //! follow them exactly.
 
+use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,9 +99,26 @@ pub(crate) struct Entry {
     pub(crate) expiry: Expiry,
     /// S3-FIFO read frequency (0..=3).
     freq: AtomicU8,
+    /// `TypeId` of the value's `as_any()`, and the address it points to (inside `value`, which
+    /// this entry keeps alive and never mutates): a typed hit reads the value without a
+    /// virtual call.
+    any_type: TypeId,
+    any_addr: usize,
 }
 
 impl Entry {
+    /// A clone of the value if it is a `V`.
+    #[inline]
+    pub(crate) fn typed<V: Clone + 'static>(&self) -> Option<V> {
+        if self.any_type == TypeId::of::<V>() {
+            // SAFETY: `any_addr` is the address of the `&dyn Any` whose type id is `V`'s, taken
+            // from the value this entry holds (alive and unmoved behind its `Arc`).
+            Some(unsafe { &*(self.any_addr as *const V) }.clone())
+        } else {
+            None
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         hash: u64,
@@ -112,7 +130,11 @@ impl Entry {
         weight: u64,
         expiry: Expiry,
     ) -> Self {
+        let any: &dyn Any = value.as_any();
+        let (any_type, any_addr) = (any.type_id(), any as *const dyn Any as *const () as usize);
         Entry {
+            any_type,
+            any_addr,
             hash,
             key,
             text,
@@ -164,21 +186,23 @@ pub(crate) struct Shard {
 /// Byte equality without a `memcmp` call for the short keys of the hit path.
 #[inline]
 fn key_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut a8).zip(&mut b8) {
-        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
-        let y = u64::from_ne_bytes(y.try_into().unwrap_or([1; 8]));
-        if x != y {
+    if n < 8 {
+        return a == b;
+    }
+    let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    // 8-byte words, the last one overlapping the one before when `n` is not a multiple of 8
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
             return false;
         }
+        i += 8;
     }
-    a8.remainder()
-        .iter()
-        .zip(b8.remainder())
-        .all(|(x, y)| x == y)
+    word(a, n - 8) == word(b, n - 8)
 }
 
 impl Shard {
@@ -215,21 +239,30 @@ impl Shard {
             .copied()
     }
 
+    /// [`Self::find`], answering the entry itself (one slab access on the hit path).
+    #[inline(always)]
+    fn find_entry(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        let nodes = &self.nodes;
+        let mut found = None;
+        self.table.find(hash, |&i| match nodes.get(i as usize) {
+            Some(Node { entry: Some(e), .. }) if e.hash == hash && key_eq(&e.key, key) => {
+                found = Some(e);
+                true
+            }
+            _ => false,
+        })?;
+        found
+    }
+
     #[inline]
     fn entry(&self, slot: u32) -> Option<&Entry> {
         self.nodes.get(slot as usize)?.entry.as_ref()
     }
 
     /// The hit path under the read lock (S3-FIFO, FIFO): no allocation, atomics only.
-    #[inline]
-    pub(crate) fn get(
-        &self,
-        hash: u64,
-        key: &[u8],
-        clock: &Clock,
-        count: bool,
-    ) -> Option<&SharedValue> {
-        let e = self.entry(self.find(hash, key)?)?;
+    #[inline(always)]
+    pub(crate) fn get(&self, hash: u64, key: &[u8], clock: &Clock, count: bool) -> Option<&Entry> {
+        let e = self.find_entry(hash, key)?;
         if !e.expiry.read(clock) {
             return None;
         }
@@ -239,12 +272,12 @@ impl Shard {
                 e.freq.store(f + 1, Relaxed);
             }
         }
-        Some(&e.value)
+        Some(e)
     }
 
     /// The LRU hit path, under the write lock: moves the entry to the front.
     #[inline]
-    pub(crate) fn get_lru(&mut self, hash: u64, key: &[u8], clock: &Clock) -> Option<&SharedValue> {
+    pub(crate) fn get_lru(&mut self, hash: u64, key: &[u8], clock: &Clock) -> Option<&Entry> {
         let slot = self.find(hash, key)?;
         let e = self.entry(slot)?;
         if !e.expiry.read(clock) {
@@ -256,7 +289,7 @@ impl Shard {
             self.queues[q].unlink(&mut self.nodes, slot, weight);
             self.queues[q].push_head(&mut self.nodes, slot, weight);
         }
-        self.entry(slot).map(|e| &e.value)
+        self.entry(slot)
     }
 
     /// Whether an entry of this weight can ever fit in the shard.

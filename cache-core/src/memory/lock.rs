@@ -1,0 +1,220 @@
+//! The shard lock: a reader-writer lock whose readers write only their own thread's stripe.
+//!
+//! A plain `RwLock` keeps one reader count: two threads hitting the same shard both write that
+//! cache line, which then bounces between their cores. Here each of the first threads owns a
+//! reader stripe (the stripe of [`crate::stats`], on its own cache line) and enters a read by
+//! bumping its stripe with one `xchg` (no other thread writes it) and leaves it with a plain
+//! release store; threads beyond the owned stripes share the last stripe with atomic adds.
+//!
+//! A writer takes the writer mutex, raises `writing`, and waits for every stripe to drain.
+//! The reader's exchange and the writer's raise are both sequentially consistent, so at least
+//! one of them sees the other (Dekker): a reader that raced a writer sees `writing`, backs
+//! out, and reads under the writer mutex instead (after the writer is done). Readers hold a
+//! stripe only for a lookup, so a writer waits at most that long (spinning, then yielding).
+//!
+//! A nested read (a value's `Clone` calling a cached fn that hits the same shard) on an owned
+//! stripe never waits: the outer read already holds the writer off. Like any reader-writer lock,
+//! taking the write lock on a thread that holds a read lock of the same shard deadlocks; nothing
+//! in the backend does that (the only user code run under a read lock is a value's `Clone`).
+
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+
+use crate::stats::{self, STRIPES};
+
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+pub(crate) struct StripedLock<T> {
+    writing: AtomicBool,
+    writer: parking_lot::Mutex<()>,
+    readers: [Stripe; STRIPES],
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out `&T` to several threads (needs `Sync`) and `&mut T` to one
+// (needs `Send`), like `RwLock`.
+unsafe impl<T: Send + Sync> Sync for StripedLock<T> {}
+unsafe impl<T: Send> Send for StripedLock<T> {}
+
+pub(crate) enum ReadGuard<'a, T> {
+    /// Entered through the reader stripe `usize`.
+    Striped(&'a StripedLock<T>, usize),
+    /// Entered under the writer mutex (a writer was active).
+    Exclusive(
+        &'a StripedLock<T>,
+        #[allow(dead_code)] parking_lot::MutexGuard<'a, ()>,
+    ),
+}
+
+pub(crate) struct WriteGuard<'a, T> {
+    lock: &'a StripedLock<T>,
+    _writer: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl<T> StripedLock<T> {
+    pub(crate) fn new(data: T) -> Self {
+        StripedLock {
+            writing: AtomicBool::new(false),
+            writer: parking_lot::Mutex::new(()),
+            readers: [const { Stripe(AtomicU64::new(0)) }; STRIPES],
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    /// Read access through this thread's stripe.
+    #[inline]
+    pub(crate) fn read(&self) -> ReadGuard<'_, T> {
+        self.read_at(stats::stripe())
+    }
+
+    /// Read access through stripe `stripe` (the caller's [`stats::stripe`]).
+    #[inline(always)]
+    pub(crate) fn read_at(&self, stripe: usize) -> ReadGuard<'_, T> {
+        let stripe = stripe & (STRIPES - 1);
+        let r = &self.readers[stripe].0;
+        let nested = if stripe == stats::SHARED {
+            r.fetch_add(1, SeqCst);
+            false
+        } else {
+            // only this thread writes an owned stripe; the exchange is the full barrier
+            let depth = r.load(Relaxed);
+            r.swap(depth + 1, SeqCst);
+            // this thread already reads: a writer is still waiting for this stripe to drain
+            depth != 0
+        };
+        if nested || !self.writing.load(SeqCst) {
+            return ReadGuard::Striped(self, stripe);
+        }
+        self.leave(stripe);
+        self.read_slow()
+    }
+
+    #[cold]
+    fn read_slow(&self) -> ReadGuard<'_, T> {
+        ReadGuard::Exclusive(self, self.writer.lock())
+    }
+
+    #[inline]
+    fn leave(&self, stripe: usize) {
+        let r = &self.readers[stripe & (STRIPES - 1)].0;
+        if stripe == stats::SHARED {
+            r.fetch_sub(1, Release);
+        } else {
+            r.store(r.load(Relaxed) - 1, Release);
+        }
+    }
+
+    /// Exclusive access.
+    pub(crate) fn write(&self) -> WriteGuard<'_, T> {
+        let g = self.writer.lock();
+        self.writing.store(true, SeqCst);
+        for r in &self.readers {
+            let mut spins = 0u32;
+            while r.0.load(SeqCst) != 0 {
+                if spins < 64 {
+                    std::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        WriteGuard {
+            lock: self,
+            _writer: g,
+        }
+    }
+}
+
+impl<T> Deref for ReadGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        let lock = match self {
+            ReadGuard::Striped(l, _) | ReadGuard::Exclusive(l, _) => l,
+        };
+        // SAFETY: readers and the writer exclude each other (see the module doc).
+        unsafe { &*lock.data.get() }
+    }
+}
+
+impl<T> Drop for ReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if let ReadGuard::Striped(l, s) = self {
+            l.leave(*s);
+        }
+    }
+}
+
+impl<T> Deref for WriteGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the writer mutex is held and every reader stripe drained.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for WriteGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above, and `&mut self` makes the access unique.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for WriteGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.writing.store(false, Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn readers_and_writers_exclude_each_other() {
+        let lock = Arc::new(StripedLock::new((0u64, 0u64)));
+        let threads: Vec<_> = (0..12)
+            .map(|t| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        if (i + t) % 16 == 0 {
+                            let mut g = lock.write();
+                            g.0 += 1;
+                            g.1 += 1;
+                        } else {
+                            let g = lock.read();
+                            assert_eq!(g.0, g.1);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let g = lock.read();
+        assert_eq!(g.0, g.1);
+        assert_eq!(g.0, 12 * 20_000 / 16);
+    }
+
+    #[test]
+    fn nested_reads_on_one_thread() {
+        let lock = StripedLock::new(1u8);
+        let a = lock.read();
+        let b = lock.read();
+        assert_eq!(*a + *b, 2);
+        drop(a);
+        drop(b);
+        *lock.write() += 1;
+        assert_eq!(*lock.read(), 2);
+    }
+}
