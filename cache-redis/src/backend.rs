@@ -680,6 +680,22 @@ impl RedisBackend {
         })
     }
 
+    /// Awaits `fut` in the caller's task inside tokio, else on the backend's runtime thread.
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        if in_tokio() {
+            fut.await
+        } else {
+            self.inner
+                .exec
+                .run(fut)
+                .await
+                .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
+        }
+    }
+
     fn encode(&self, value: &SharedValue) -> Result<Vec<u8>, CacheError> {
         value
             .encode()
@@ -699,17 +715,12 @@ impl Backend for RedisBackend {
     }
 
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>> {
-        let inner = self.inner.clone();
-        let text = key.text_arc().clone();
+        let fut = self.inner.clone().get(key.text_arc().clone());
         if in_tokio() {
-            Box::pin(inner.get(text))
+            // the hit path: no extra async frame
+            Box::pin(fut)
         } else {
-            Box::pin(async move {
-                let exec = &self.inner.exec;
-                exec.run(inner.get(text))
-                    .await
-                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
-            })
+            Box::pin(self.on_runtime(fut))
         }
     }
 
@@ -732,15 +743,7 @@ impl Backend for RedisBackend {
                 self.inner
                     .clone()
                     .set(key.text_arc().clone(), payload, options.clone(), lease);
-            if in_tokio() {
-                fut.await
-            } else {
-                self.inner
-                    .exec
-                    .run(fut)
-                    .await
-                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
-            }
+            self.on_runtime(fut).await
         })
     }
 
@@ -765,17 +768,7 @@ impl Backend for RedisBackend {
             .inner
             .clone()
             .invalidate(InvalidationKind::Keys, vec![key.text().to_string()]);
-        Box::pin(async move {
-            if in_tokio() {
-                fut.await
-            } else {
-                self.inner
-                    .exec
-                    .run(fut)
-                    .await
-                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
-            }
-        })
+        Box::pin(self.on_runtime(fut))
     }
 
     fn remove_blocking(&self, key: &Key) -> Result<(), CacheError> {
@@ -791,17 +784,7 @@ impl Backend for RedisBackend {
             .inner
             .clone()
             .invalidate(InvalidationKind::Dependencies, vec![dependency.to_string()]);
-        Box::pin(async move {
-            if in_tokio() {
-                fut.await
-            } else {
-                self.inner
-                    .exec
-                    .run(fut)
-                    .await
-                    .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
-            }
-        })
+        Box::pin(self.on_runtime(fut))
     }
 
     fn invalidate_blocking(&self, dependency: &str) -> Result<(), CacheError> {
