@@ -38,14 +38,12 @@ pub(crate) struct StripedLock<T> {
 unsafe impl<T: Send + Sync> Sync for StripedLock<T> {}
 unsafe impl<T: Send> Send for StripedLock<T> {}
 
-pub(crate) enum ReadGuard<'a, T> {
-    /// Entered through the reader stripe `usize`.
-    Striped(&'a StripedLock<T>, usize),
-    /// Entered under the writer mutex (a writer was active).
-    Exclusive(
-        &'a StripedLock<T>,
-        #[allow(dead_code)] parking_lot::MutexGuard<'a, ()>,
-    ),
+pub(crate) struct ReadGuard<'a, T> {
+    lock: &'a StripedLock<T>,
+    /// The reader stripe entered, or `None` when the read runs under the writer mutex (a
+    /// writer was active).
+    stripe: Option<usize>,
+    _writer: Option<parking_lot::MutexGuard<'a, ()>>,
 }
 
 pub(crate) struct WriteGuard<'a, T> {
@@ -85,7 +83,11 @@ impl<T> StripedLock<T> {
             depth != 0
         };
         if nested || !self.writing.load(SeqCst) {
-            return ReadGuard::Striped(self, stripe);
+            return ReadGuard {
+                lock: self,
+                stripe: Some(stripe),
+                _writer: None,
+            };
         }
         self.leave(stripe);
         self.read_slow()
@@ -93,7 +95,11 @@ impl<T> StripedLock<T> {
 
     #[cold]
     fn read_slow(&self) -> ReadGuard<'_, T> {
-        ReadGuard::Exclusive(self, self.writer.lock())
+        ReadGuard {
+            lock: self,
+            stripe: None,
+            _writer: Some(self.writer.lock()),
+        }
     }
 
     #[inline]
@@ -132,19 +138,16 @@ impl<T> Deref for ReadGuard<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        let lock = match self {
-            ReadGuard::Striped(l, _) | ReadGuard::Exclusive(l, _) => l,
-        };
         // SAFETY: readers and the writer exclude each other (see the module doc).
-        unsafe { &*lock.data.get() }
+        unsafe { &*self.lock.data.get() }
     }
 }
 
 impl<T> Drop for ReadGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        if let ReadGuard::Striped(l, s) = self {
-            l.leave(*s);
+        if let Some(s) = self.stripe {
+            self.lock.leave(s);
         }
     }
 }

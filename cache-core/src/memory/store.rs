@@ -194,6 +194,10 @@ fn key_eq(a: &[u8], b: &[u8]) -> bool {
         return a == b;
     }
     let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    if n <= 16 {
+        // two words, overlapping when `n` < 16: the common short key, without a loop
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
     // 8-byte words, the last one overlapping the one before when `n` is not a multiple of 8
     let mut i = 0;
     while i + 8 < n {
@@ -391,9 +395,8 @@ impl Shard {
         loop {
             let small = self.queues[SMALL as usize];
             let main = self.queues[MAIN as usize];
-            let small_full =
-                small.len > self.cap_entries / SMALL_DIV
-                    || small.weight > self.cap_weight / SMALL_DIV as u64;
+            let small_full = small.len > self.cap_entries / SMALL_DIV
+                || small.weight > self.cap_weight / SMALL_DIV as u64;
             if small.len > 0 && (small_full || main.len == 0) {
                 let t = small.tail;
                 let Some(e) = self.entry(t) else { return NIL };
