@@ -206,10 +206,17 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and stats (`memory`, `redis`, ...).
     fn name(&self) -> &str;
 
-    /// The [`MemoryBackend`](crate::MemoryBackend) this object is, if it is one: the hit path of
-    /// `#[cached]` fns then calls it directly (no dynamic dispatch). Other backends keep the
-    /// default, `None` (a wrapper must not return the memory backend it wraps, or its own logic
-    /// would be skipped on hits).
+    /// The [`MemoryBackend`](crate::MemoryBackend) that answers this backend's in-process
+    /// lookups, hits *and* misses, if there is one: the hit path of `#[cached]` fns then calls
+    /// it directly (no dynamic dispatch), and fills a miss it reports with its lease, through
+    /// this backend. Only lookups go direct: sets, removals, invalidations and clears still go
+    /// through this backend.
+    ///
+    /// A memory backend returns itself. A wrapper may return the memory backend it wraps when
+    /// its [`lookup_local`](Self::lookup_local) and [`get`](Self::get) are exactly that
+    /// backend's (e.g. a wrapper that only adds work to writes); a wrapper with logic of its own
+    /// on reads keeps the default, `None` (see [`Self::memory_hits`] for one whose misses must
+    /// reach it).
     ///
     /// ```
     /// use cache_core::{Backend, MemoryBackend};
@@ -217,6 +224,20 @@ pub trait Backend: Send + Sync + 'static {
     /// ```
     fn as_memory(&self) -> Option<&crate::MemoryBackend> {
         None
+    }
+
+    /// A [`MemoryBackend`](crate::MemoryBackend) whose hits are this backend's hits, while a
+    /// miss there is not a miss of this backend (e.g. the L1 of a two-level backend, whose misses
+    /// go on to L2). The hit path of `#[cached]` fns serves hits from it directly and takes the
+    /// general path ([`get`](Self::get) of this backend) on a miss. Default:
+    /// [`as_memory`](Self::as_memory).
+    ///
+    /// ```
+    /// use cache_core::{Backend, MemoryBackend};
+    /// assert!(MemoryBackend::new().memory_hits().is_some());
+    /// ```
+    fn memory_hits(&self) -> Option<&crate::MemoryBackend> {
+        self.as_memory()
     }
 
     /// The in-process lookup: no I/O, no allocation, no reference count touched. On a hit the
@@ -240,6 +261,46 @@ pub trait Backend: Send + Sync + 'static {
     ) -> LocalLookup {
         let _ = (key, on_hit);
         LocalLookup::Remote
+    }
+
+    /// The runtime decoded a hit whose stored value held bytes
+    /// ([`CacheValue::encoded_bytes`](crate::value::CacheValue::encoded_bytes)): `decoded` is
+    /// the typed value of `encoded`, the very value (same allocation) the hit returned. A
+    /// backend that keeps values in process may store `decoded` in place of `encoded` so later
+    /// hits skip the decode, but only if the entry of `key` still holds `encoded` (compare with
+    /// [`Arc::ptr_eq`]): an entry replaced or invalidated meanwhile must stay as it is (no stale
+    /// set). Expiry and dependencies stay the entry's. Default: nothing.
+    ///
+    /// A backend cannot decode at fill time itself: only the caller knows the type.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cache_core::value::{self, CacheValue, SharedValue};
+    /// use cache_core::{Backend, CacheError, EntryOptions, Key, Lookup, MemoryBackend};
+    ///
+    /// /// Bytes kept in process until a caller decodes them.
+    /// struct Encoded(Vec<u8>);
+    /// impl CacheValue for Encoded {
+    ///     fn as_any(&self) -> &dyn std::any::Any { self }
+    ///     fn encode(&self) -> Result<Vec<u8>, CacheError> { Ok(self.0.clone()) }
+    ///     fn type_name(&self) -> &'static str { "encoded" }
+    ///     fn weight(&self) -> usize { self.0.len() }
+    ///     fn encoded_bytes(&self) -> Option<&[u8]> { Some(&self.0) }
+    /// }
+    ///
+    /// let b = MemoryBackend::new();
+    /// let k = Key::from_text("k");
+    /// let encoded: SharedValue = Arc::new(Encoded(value::encode(&7u32).unwrap()));
+    /// b.set_blocking(&k, encoded.clone(), &EntryOptions::new(), b.current_lease()).unwrap();
+    /// // a stale offer (the entry no longer holds that value) changes nothing
+    /// b.offer_decoded(&k, &value::share(7u32), value::share(8u32));
+    /// // the real one replaces the bytes with the typed value
+    /// b.offer_decoded(&k, &encoded, value::share(7u32));
+    /// let Lookup::Hit(value::Hit::Local(v)) = b.get_blocking(&k).unwrap() else { panic!() };
+    /// assert_eq!(value::downcast::<u32>(&*v), Some(7));
+    /// ```
+    fn offer_decoded(&self, key: &Key, encoded: &SharedValue, decoded: SharedValue) {
+        let _ = (key, encoded, decoded);
     }
 
     /// Reads an entry.

@@ -106,13 +106,16 @@ struct Snapshot {
 impl Snapshot {
     /// Installs `state` as this thread's snapshot and points [`FAST`] at its default backend.
     fn new(state: Arc<State>) -> Self {
+        let final_misses = state.default.as_memory().is_some();
         let memory = state
             .default
             .as_memory()
+            .or_else(|| state.default.memory_hits())
             .map_or(std::ptr::null(), |m| m as *const MemoryBackend);
         let _ = FAST.try_with(|f| {
             f.generation.set(state.generation);
             f.memory.set(memory);
+            f.final_misses.set(final_misses);
         });
         Snapshot { state }
     }
@@ -133,8 +136,11 @@ impl Drop for Snapshot {
 struct Fast {
     /// The generation of the snapshot; `u64::MAX` when there is none.
     generation: Cell<u64>,
-    /// Its default backend if that is a [`MemoryBackend`] (kept alive by `SNAPSHOT`), or null.
+    /// The [`MemoryBackend`] of its default backend ([`Backend::as_memory`], else
+    /// [`Backend::memory_hits`]; kept alive by `SNAPSHOT`), or null.
     memory: Cell<*const MemoryBackend>,
+    /// Whether a miss in `memory` is a miss of the default backend ([`Backend::as_memory`]).
+    final_misses: Cell<bool>,
     /// Fast-path lookups running on this thread: the snapshot is not replaced while one runs
     /// (a value's `Clone` may call a cached fn that would reload it).
     pins: Cell<u32>,
@@ -146,6 +152,7 @@ thread_local! {
         Fast {
             generation: Cell::new(u64::MAX),
             memory: Cell::new(std::ptr::null()),
+            final_misses: Cell::new(false),
             pins: Cell::new(0),
         }
     };
@@ -200,12 +207,13 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
     }
 }
 
-/// The hit path's shortcut: runs `f` on the default backend when it is a [`MemoryBackend`],
-/// no scoped override is active anywhere and this thread's snapshot is current. `None` (and
-/// `f` not run) otherwise: the caller takes the general path ([`with_backend_of`]), which
-/// also refreshes the snapshot.
+/// The hit path's shortcut: runs `f` on the [`MemoryBackend`] of the default backend when it
+/// has one ([`Backend::as_memory`] or [`Backend::memory_hits`]), no scoped override is active
+/// anywhere and this thread's snapshot is current; `f` also learns whether a miss there is a
+/// miss of the default backend. `None` (and `f` not run) otherwise: the caller takes the
+/// general path ([`with_backend_of`]), which also refreshes the snapshot.
 #[inline(always)]
-pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend) -> R) -> Option<R> {
+pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, bool) -> R) -> Option<R> {
     if OVERRIDES.load(Ordering::Relaxed) != 0 {
         return None;
     }
@@ -229,7 +237,7 @@ pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend) -> R) -> Opt
     let _unpin = Unpin(&fast.pins);
     // SAFETY: `memory` points into the default backend of this thread's snapshot, which is
     // not replaced while pinned (see `with_state`) and clears `FAST` when dropped.
-    Some(f(unsafe { &*memory }))
+    Some(f(unsafe { &*memory }, fast.final_misses.get()))
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);

@@ -521,14 +521,18 @@ impl FnCache {
     #[inline(always)]
     fn local_probe<V: Cacheable>(&self, key: &LocalKey<'_>) -> Probe<V> {
         if self.meta.profile.is_none() {
-            // the common case: the default backend is a memory backend, called directly
-            if let Some(found) =
-                registry::with_default_memory(|m| m.lookup_typed::<V>(key, crate::stats::stripe()))
-            {
+            // the common case: the default backend is (or hits in) a memory backend, called
+            // directly
+            if let Some(found) = registry::with_default_memory(|m, final_misses| {
+                (
+                    m.lookup_typed::<V>(key, crate::stats::stripe()),
+                    final_misses,
+                )
+            }) {
                 return match found {
-                    Typed::Hit(v) => Probe::Hit(v),
-                    Typed::Miss(lease) => Probe::Miss(lease),
-                    Typed::OtherType => Probe::Other,
+                    (Typed::Hit(v), _) => Probe::Hit(v),
+                    (Typed::Miss(lease), true) => Probe::Miss(lease),
+                    (Typed::Miss(_), false) | (Typed::OtherType, _) => Probe::Other,
                 };
             }
         }
@@ -574,7 +578,7 @@ impl FnCache {
     ) -> Result<Result<V, Lease>, ()> {
         for attempt in 0..2 {
             match backend.get_blocking(key) {
-                Ok(Lookup::Hit(hit)) => match self.decode::<V>(hit, key) {
+                Ok(Lookup::Hit(hit)) => match self.decode::<V>(backend, hit, key) {
                     Some(v) => return Ok(Ok(v)),
                     None if attempt == 0 => {
                         // undecodable: drop it, then take a lease on the fresh miss
@@ -606,7 +610,7 @@ impl FnCache {
     ) -> Result<Result<V, Lease>, ()> {
         for attempt in 0..2 {
             match backend.get(key).await {
-                Ok(Lookup::Hit(hit)) => match self.decode::<V>(hit, key) {
+                Ok(Lookup::Hit(hit)) => match self.decode::<V>(backend, hit, key) {
                     Some(v) => return Ok(Ok(v)),
                     None if attempt == 0 => {
                         if backend.remove(key).await.is_err() {
@@ -630,9 +634,20 @@ impl FnCache {
         Err(())
     }
 
-    fn decode<V: Cacheable>(&self, hit: Hit, key: &Key) -> Option<V> {
+    /// The typed value of a hit. A stored value that held bytes is offered back, decoded, to
+    /// the backend ([`Backend::offer_decoded`]), so its next hits need no decode.
+    fn decode<V: Cacheable>(&self, backend: &dyn Backend, hit: Hit, key: &Key) -> Option<V> {
+        let encoded = match &hit {
+            Hit::Local(v) if v.encoded_bytes().is_some() => Some(v.clone()),
+            _ => None,
+        };
         match hit.into_typed::<V>() {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                if let Some(encoded) = encoded {
+                    backend.offer_decoded(key, &encoded, value::share(v.clone()));
+                }
+                Some(v)
+            }
             Err(e) => {
                 self.counters.errors.incr();
                 tracing::warn!(function = self.meta.name, key = key.text(), error = %e,

@@ -39,6 +39,20 @@ pub trait CacheValue: Any + Send + Sync {
     fn type_name(&self) -> &'static str;
     /// An estimate of the memory the value holds, in bytes (for weight-bounded stores).
     fn weight(&self) -> usize;
+
+    /// The MessagePack bytes this value *is*, when it holds a value not yet decoded (e.g. read
+    /// from a remote store and kept in process) rather than a typed one. Default: `None`.
+    ///
+    /// A hit on such a value is decoded by the runtime ([`Hit::into_typed`]), which then offers
+    /// the typed value back to the backend
+    /// ([`Backend::offer_decoded`](crate::Backend::offer_decoded)).
+    ///
+    /// ```
+    /// assert!(cache_core::value::share(5u8).encoded_bytes().is_none());
+    /// ```
+    fn encoded_bytes(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl fmt::Debug for dyn CacheValue {
@@ -118,12 +132,21 @@ pub enum Hit {
 
 impl Hit {
     /// The typed value; `Err` when bytes do not decode or the local value has another type.
+    /// A local value holding bytes ([`CacheValue::encoded_bytes`]) is decoded.
     pub fn into_typed<T: Cacheable>(self) -> Result<T, CacheError> {
         match self {
-            Hit::Local(v) => downcast::<T>(&*v).ok_or_else(|| CacheError::Decode {
-                type_name: std::any::type_name::<T>(),
-                reason: format!("the entry holds a `{}`", v.type_name()),
-            }),
+            Hit::Local(v) => {
+                if let Some(t) = downcast::<T>(&*v) {
+                    return Ok(t);
+                }
+                if let Some(bytes) = v.encoded_bytes() {
+                    return decode(bytes);
+                }
+                Err(CacheError::Decode {
+                    type_name: std::any::type_name::<T>(),
+                    reason: format!("the entry holds a `{}`", v.type_name()),
+                })
+            }
             Hit::Bytes(b) => decode(&b),
         }
     }

@@ -12,8 +12,11 @@
 //!   node's invalidations, see [`crate::sync`]) or [`Coherence::Tracking`] (Redis pushes
 //!   invalidations of the keys, see [`crate::tracking`]).
 //!
-//! An entry filled from Redis is held in L1 as its encoded bytes until the runtime decodes it;
-//! an entry written by this node is held typed.
+//! An entry filled from Redis is held in L1 as its encoded bytes until the runtime decodes it
+//! and offers the typed value back ([`Backend::offer_decoded`]): L1 then holds it typed (unless
+//! the entry changed meanwhile), and the next hits are plain memory hits. An entry written by
+//! this node is held typed. With a [`MemoryBackend`] L1, `#[cached]` fns serve L1 hits directly
+//! ([`Backend::memory_hits`]).
 //!
 //! ```no_run
 //! use cache_redis::{Coherence, LayeredBackend, RedisBackend, TrackingMode};
@@ -69,12 +72,8 @@ impl CacheValue for Encoded {
     fn weight(&self) -> usize {
         self.0.len()
     }
-}
-
-fn to_hit(v: &SharedValue) -> Hit {
-    match v.as_any().downcast_ref::<Encoded>() {
-        Some(e) => Hit::Bytes(e.0.clone()),
-        None => Hit::Local(v.clone()),
+    fn encoded_bytes(&self) -> Option<&[u8]> {
+        Some(&self.0)
     }
 }
 
@@ -262,7 +261,7 @@ impl<S: LocalStore> LayeredBackend<S> {
         let mut found = None;
         match self
             .l1
-            .lookup(&key.local(), &mut |v| found = Some(to_hit(v)))
+            .lookup(&key.local(), &mut |v| found = Some(Hit::Local(v.clone())))
         {
             LocalLookup::Hit => found,
             _ => None,
@@ -295,31 +294,35 @@ impl<S: LocalStore> LayeredBackend<S> {
         }
     }
 
+    /// Fills L1 after an L2 hit, and answers the hit: bytes become a local [`Encoded`] value
+    /// (the one L1 holds, so the runtime's decode can replace it, see
+    /// [`Backend::offer_decoded`]).
     fn fill_after_read(
         &self,
         key: &Key,
         plan: &FillPlan,
         pre: Option<(i64, Vec<String>)>,
-        hit: &Hit,
-    ) {
+        hit: Hit,
+    ) -> Hit {
+        let value: SharedValue = match hit {
+            Hit::Local(v) => v,
+            Hit::Bytes(b) => Arc::new(Encoded(b)),
+        };
         // -2: the key did not exist before the read; None: tracking connection down.
         let Some((ms, dependencies)) = pre.filter(|(ms, _)| *ms != -2 && *ms != 0) else {
-            return;
+            return Hit::Local(value);
         };
         if !self.is_coherent() {
-            return;
+            return Hit::Local(value);
         }
-        let value: SharedValue = match hit {
-            Hit::Local(v) => v.clone(),
-            Hit::Bytes(b) => Arc::new(Encoded(b.clone())),
-        };
         let base = EntryOptions {
             dependencies,
             ..EntryOptions::new()
         };
         let options = self.l1_options(&base, Some(ms));
         self.l1
-            .put_with_reference(key, value, &options, &plan.redis_key, plan.lease);
+            .put_with_reference(key, value.clone(), &options, &plan.redis_key, plan.lease);
+        Hit::Local(value)
     }
 
     /// After a stored write: in pub/sub mode L1 keeps the value and the other nodes drop
@@ -370,6 +373,18 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
         &self.name
     }
 
+    /// The L1, when it is a [`MemoryBackend`]: an L1 hit is this backend's hit; an L1 miss is
+    /// not (it goes on to Redis through [`Backend::get`]).
+    fn memory_hits(&self) -> Option<&MemoryBackend> {
+        self.l1.as_memory()
+    }
+
+    /// Keeps the decoded value in L1 in place of the bytes read from Redis, if the L1 entry
+    /// still holds those bytes (an invalidation or a newer value that arrived meanwhile wins).
+    fn offer_decoded(&self, key: &Key, encoded: &SharedValue, decoded: SharedValue) {
+        self.l1.replace_value_if_same(key, encoded, decoded);
+    }
+
     #[inline]
     fn lookup_local(
         &self,
@@ -389,11 +404,10 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
             }
             let plan = self.plan(key);
             let pre = Tracker::pre_read(plan.con.clone(), plan.redis_key.clone()).await;
-            let found = self.l2.get(key).await?;
-            if let Lookup::Hit(hit) = &found {
-                self.fill_after_read(key, &plan, pre, hit);
-            }
-            Ok(found)
+            Ok(match self.l2.get(key).await? {
+                Lookup::Hit(hit) => Lookup::Hit(self.fill_after_read(key, &plan, pre, hit)),
+                miss => miss,
+            })
         })
     }
 
@@ -407,11 +421,10 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
             self.l2.op_timeout(),
         )
         .flatten();
-        let found = self.l2.get_blocking(key)?;
-        if let Lookup::Hit(hit) = &found {
-            self.fill_after_read(key, &plan, pre, hit);
-        }
-        Ok(found)
+        Ok(match self.l2.get_blocking(key)? {
+            Lookup::Hit(hit) => Lookup::Hit(self.fill_after_read(key, &plan, pre, hit)),
+            miss => miss,
+        })
     }
 
     fn set<'a>(

@@ -573,6 +573,39 @@ impl MemoryBackend {
         out
     }
 
+    /// Replaces the value of the entry of `key` with `new` if the entry still holds `expected`
+    /// (the same allocation, [`Arc::ptr_eq`]); `false` (and nothing changed) otherwise. The
+    /// entry keeps its expiry, dependencies, place in the eviction order and weight. The
+    /// compare and the replace are atomic with respect to sets and invalidations, so an entry
+    /// replaced or invalidated meanwhile is never brought back.
+    ///
+    /// ```
+    /// use cache_core::{value, Backend, EntryOptions, Key, MemoryBackend};
+    /// let b = MemoryBackend::new();
+    /// let k = Key::from_text("k");
+    /// let old = value::share(1u8);
+    /// b.set_blocking(&k, old.clone(), &EntryOptions::new(), b.current_lease()).unwrap();
+    /// assert!(!b.replace_value_if_same(&k, &value::share(1u8), value::share(3u8)));
+    /// assert!(b.replace_value_if_same(&k, &old, value::share(2u8)));
+    /// let mut got = None;
+    /// b.lookup_local(&k.local(), &mut |v| got = value::downcast::<u8>(&**v));
+    /// assert_eq!(got, Some(2));
+    /// ```
+    pub fn replace_value_if_same(
+        &self,
+        key: &Key,
+        expected: &SharedValue,
+        new: SharedValue,
+    ) -> bool {
+        let local = key.local();
+        let shard = &self.shards[self.shard_of(local.hash)];
+        let taken = shard
+            .write()
+            .replace_value_if_same(local.hash, local.bytes, expected, new);
+        // the displaced value (or `new`, unused) is dropped after the lock
+        taken.is_ok()
+    }
+
     #[inline]
     fn get_inner(&self, key: &LocalKey<'_>, on_hit: &mut dyn FnMut(&SharedValue)) -> bool {
         let shard = &self.shards[self.shard_of(key.hash)];
@@ -795,6 +828,10 @@ impl Backend for MemoryBackend {
 
     fn as_memory(&self) -> Option<&MemoryBackend> {
         Some(self)
+    }
+
+    fn offer_decoded(&self, key: &Key, encoded: &SharedValue, decoded: SharedValue) {
+        self.replace_value_if_same(key, encoded, decoded);
     }
 
     #[inline]

@@ -481,3 +481,30 @@ impl Shard {
         self.entry(slot).filter(|e| e.id == id).map(|e| &e.text)
     }
 }
+
+impl Shard {
+    /// Puts `new` in place of the value of the entry of `key` if that value is `expected` (the
+    /// same allocation), keeping the rest of the entry (weight included); `Ok(old value)`, or
+    /// `Err(new)` when the entry is absent or holds another value. The caller drops either
+    /// after releasing the lock.
+    pub(crate) fn replace_value_if_same(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        expected: &SharedValue,
+        new: SharedValue,
+    ) -> Result<SharedValue, SharedValue> {
+        let Some(slot) = self.find(hash, key) else {
+            return Err(new);
+        };
+        let Some(e) = self.nodes[slot as usize].entry.as_mut() else {
+            return Err(new);
+        };
+        if !Arc::ptr_eq(&e.value, expected) {
+            return Err(new);
+        }
+        let any: &dyn Any = new.as_any();
+        (e.any_type, e.any_addr) = (any.type_id(), any as *const dyn Any as *const () as usize);
+        Ok(std::mem::replace(&mut e.value, new))
+    }
+}

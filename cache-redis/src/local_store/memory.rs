@@ -13,6 +13,10 @@ impl LocalStore for MemoryBackend {
         "memory"
     }
 
+    fn as_memory(&self) -> Option<&MemoryBackend> {
+        Some(self)
+    }
+
     #[inline]
     fn lookup(&self, key: &LocalKey<'_>, on_hit: &mut dyn FnMut(&SharedValue)) -> LocalLookup {
         self.lookup_local(key, on_hit)
@@ -31,6 +35,10 @@ impl LocalStore for MemoryBackend {
     ) -> SetOutcome {
         self.set_blocking(key, value, options, lease)
             .unwrap_or(SetOutcome::Rejected)
+    }
+
+    fn replace_value_if_same(&self, key: &Key, expected: &SharedValue, new: SharedValue) -> bool {
+        MemoryBackend::replace_value_if_same(self, key, expected, new)
     }
 
     fn put_with_reference(

@@ -58,6 +58,19 @@ pub trait LocalStore: Send + Sync + 'static {
     /// [`LocalLookup::Hit`]; otherwise [`LocalLookup::Miss`] with a lease for the fill.
     fn lookup(&self, key: &LocalKey<'_>, on_hit: &mut dyn FnMut(&SharedValue)) -> LocalLookup;
 
+    /// The [`MemoryBackend`] this store is, if it is one: the hit path of `#[cached]` fns then
+    /// serves this store's hits directly (see [`cache_core::Backend::memory_hits`]). Default:
+    /// `None`.
+    ///
+    /// ```
+    /// use cache_redis::local_store::{default_store, LocalStore, QuickCacheStore};
+    /// assert!(LocalStore::as_memory(&default_store(10)).is_some());
+    /// assert!(QuickCacheStore::new(10).unwrap().as_memory().is_none());
+    /// ```
+    fn as_memory(&self) -> Option<&MemoryBackend> {
+        None
+    }
+
     /// Whether `key` is held and not expired (does not count as a hit or a miss for policies
     /// that can avoid it).
     fn contains(&self, key: &Key) -> bool {
@@ -87,6 +100,28 @@ pub trait LocalStore: Send + Sync + 'static {
         reference: &str,
         lease: Lease,
     ) -> SetOutcome;
+
+    /// Puts `new` in place of the value of the entry of `key` if that entry still holds
+    /// `expected` (the same allocation, [`Arc::ptr_eq`](std::sync::Arc::ptr_eq)), keeping its
+    /// expiry and references; `true` if it did. The compare and the replace must be atomic with
+    /// respect to puts and invalidations (an entry replaced or dropped meanwhile is never
+    /// brought back). The layered backend uses it to keep the decoded value of an entry filled
+    /// from Redis as bytes. Default: nothing, `false` (every hit on such an entry decodes).
+    ///
+    /// ```
+    /// use cache_core::{value, EntryOptions, Key};
+    /// use cache_redis::local_store::{default_store, LocalStore};
+    /// let store = default_store(10);
+    /// let key = Key::from_text("k");
+    /// let bytes = value::share(1u8);
+    /// store.put(&key, bytes.clone(), &EntryOptions::new(), store.lease());
+    /// assert!(!store.replace_value_if_same(&key, &value::share(1u8), value::share(3u8)));
+    /// assert!(store.replace_value_if_same(&key, &bytes, value::share(2u8)));
+    /// ```
+    fn replace_value_if_same(&self, key: &Key, expected: &SharedValue, new: SharedValue) -> bool {
+        let _ = (key, expected, new);
+        false
+    }
 
     /// Drops the entries whose readable keys are `keys` (and the entries referencing them).
     fn invalidate_keys(&self, keys: &[&str]) {

@@ -162,6 +162,24 @@ impl LocalStore for QuickCacheStore {
         SetOutcome::Stored
     }
 
+    fn replace_value_if_same(&self, key: &Key, expected: &SharedValue, new: SharedValue) -> bool {
+        let bytes = key.local().bytes;
+        // puts and invalidations hold the index lock: the compare and the replace are atomic
+        // with respect to them, and `replace` fails if the entry was evicted meanwhile
+        let _index = self.index.lock();
+        let Some(e) = self.cache.get(bytes) else {
+            return false;
+        };
+        if !Arc::ptr_eq(&e.value, expected) {
+            return false;
+        }
+        let entry = Arc::new(Entry {
+            value: new,
+            expires: e.expires,
+        });
+        self.cache.replace(bytes.into(), entry, true).is_ok()
+    }
+
     fn put_with_reference(
         &self,
         key: &Key,

@@ -508,6 +508,16 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         &self.name
     }
 
+    /// The local backend's: lookups are the local backend's own (hits and misses), while
+    /// writes, removals and invalidations still come here and are published.
+    fn as_memory(&self) -> Option<&MemoryBackend> {
+        self.local.as_memory()
+    }
+
+    fn memory_hits(&self) -> Option<&MemoryBackend> {
+        self.local.memory_hits()
+    }
+
     #[inline]
     fn lookup_local(
         &self,
