@@ -3,8 +3,9 @@
 //!
 //! Every `#[cached] fn` row calls a sync `#[cached]` fn returning a `u64` with its backend
 //! installed as the default (`registry::install`, the way an application sets it up): the
-//! product path, `FnCache::begin_blocking`, whose hit is the backend's `lookup_local` plus a
-//! clone of the typed value. Each fn has its own key; the rows:
+//! product path, `FnCache::begin_blocking`, whose hit is a typed lookup in the memory store
+//! that answers the backend's hits (`Backend::memory_hits`) plus a clone of the value. Each fn
+//! has its own key; the rows:
 //!
 //! * (a) `memory`: a plain [`MemoryBackend`] (default policy), its bare `lookup_local`, and a
 //!   fn reaching the same kind of backend through a named profile (`#[cached(profile = ..)]`);
@@ -12,8 +13,9 @@
 //!   `layered pub/sub, writer`: a [`LayeredBackend`] in pub/sub mode with the default L1, on
 //!   the node that wrote the entry (L1 holds the typed value); the same with an explicit
 //!   `bounded_store(_, Lru)` L1; `layered pub/sub, other node`: a second pub/sub node, whose L1
-//!   was filled from Redis; `layered tracking`: RESP3 tracking (L1 filled from Redis: with
-//!   tracking a node drops its own write from L1 and refills it on the next read);
+//!   was filled from Redis (decoded once, then kept typed: `Backend::offer_decoded`);
+//!   `layered tracking`: RESP3 tracking (L1 filled from Redis: with tracking a node drops its
+//!   own write from L1 and refills it on the next read);
 //! * (c) redis-rs's client-side cache (`cache-aio`, a RESP3 multiplexed connection with a
 //!   `CacheConfig`): a `GET` of a key in its cache;
 //! * (d) a raw `GET` round trip on a multiplexed connection.
