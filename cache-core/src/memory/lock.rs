@@ -12,12 +12,13 @@
 //! out, and reads under the writer mutex instead (after the writer is done). Readers hold a
 //! stripe only for a lookup, so a writer waits at most that long (spinning, then yielding).
 //!
-//! A nested read (a value's `Clone` calling a cached fn that hits the same shard) on an owned
-//! stripe never waits: the outer read already holds the writer off. Like any reader-writer lock,
+//! A nested read (a value's `Clone` calling a cached fn that hits the same shard) never waits:
+//! the outer read already holds the writer off. On an owned stripe the stripe's depth tells;
+//! on the shared stripe, a short thread-local list of the locks this thread holds through it. Like any reader-writer lock,
 //! taking the write lock on a thread that holds a read lock of the same shard deadlocks; nothing
 //! in the backend does that (the only user code run under a read lock is a value's `Clone`).
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
@@ -25,6 +26,52 @@ use crate::stats::{self, STRIPES};
 
 #[repr(align(128))]
 struct Stripe(AtomicU64);
+
+/// How many shared-stripe reads a thread tracks for nesting (deeper nesting is not tracked:
+/// such a read backs off like a first one).
+const HELD_SLOTS: usize = 8;
+
+thread_local! {
+    /// The locks (addresses) this thread holds a read of through the shared stripe, and how
+    /// many slots are used.
+    static SHARED_HELD: ([Cell<usize>; HELD_SLOTS], Cell<usize>) =
+        const { ([const { Cell::new(0) }; HELD_SLOTS], Cell::new(0)) };
+}
+
+/// Whether this thread holds a read of the lock at `addr` through the shared stripe.
+fn holds_shared(addr: usize) -> bool {
+    SHARED_HELD
+        .try_with(|(slots, len)| slots[..len.get()].iter().any(|c| c.get() == addr))
+        .unwrap_or(false)
+}
+
+/// Records a shared-stripe read of the lock at `addr` on this thread; false if not recorded.
+fn push_shared(addr: usize) -> bool {
+    SHARED_HELD
+        .try_with(|(slots, len)| {
+            let n = len.get();
+            if n == HELD_SLOTS {
+                return false;
+            }
+            slots[n].set(addr);
+            len.set(n + 1);
+            true
+        })
+        .unwrap_or(false)
+}
+
+/// Forgets the latest shared-stripe read of the lock at `addr` on this thread.
+fn pop_shared(addr: usize) {
+    let _ = SHARED_HELD.try_with(|(slots, len)| {
+        let n = len.get();
+        if let Some(i) = slots[..n].iter().rposition(|c| c.get() == addr) {
+            for j in i..n - 1 {
+                slots[j].set(slots[j + 1].get());
+            }
+            len.set(n - 1);
+        }
+    });
+}
 
 pub(crate) struct StripedLock<T> {
     writing: AtomicBool,
@@ -43,6 +90,8 @@ pub(crate) struct ReadGuard<'a, T> {
     /// The reader stripe entered, or `None` when the read runs under the writer mutex (a
     /// writer was active).
     stripe: Option<usize>,
+    /// A shared-stripe read recorded in `SHARED_HELD`.
+    recorded: bool,
     _writer: Option<parking_lot::MutexGuard<'a, ()>>,
 }
 
@@ -72,9 +121,12 @@ impl<T> StripedLock<T> {
     pub(crate) fn read_at(&self, stripe: usize) -> ReadGuard<'_, T> {
         let stripe = stripe & (STRIPES - 1);
         let r = &self.readers[stripe].0;
-        let nested = if stripe == stats::SHARED {
+        let shared = stripe == stats::SHARED;
+        let nested = if shared {
             r.fetch_add(1, SeqCst);
-            false
+            // this thread already reads this lock through the shared stripe: a writer is
+            // still waiting for it to drain
+            holds_shared(self as *const Self as usize)
         } else {
             // only this thread writes an owned stripe; the exchange is the full barrier
             let depth = r.load(Relaxed);
@@ -86,6 +138,7 @@ impl<T> StripedLock<T> {
             return ReadGuard {
                 lock: self,
                 stripe: Some(stripe),
+                recorded: shared && push_shared(self as *const Self as usize),
                 _writer: None,
             };
         }
@@ -98,6 +151,7 @@ impl<T> StripedLock<T> {
         ReadGuard {
             lock: self,
             stripe: None,
+            recorded: false,
             _writer: Some(self.writer.lock()),
         }
     }
@@ -146,6 +200,9 @@ impl<T> Deref for ReadGuard<'_, T> {
 impl<T> Drop for ReadGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
+        if self.recorded {
+            pop_shared(self.lock as *const StripedLock<T> as usize);
+        }
         if let Some(s) = self.stripe {
             self.lock.leave(s);
         }
@@ -207,6 +264,42 @@ mod tests {
         let g = lock.read();
         assert_eq!(g.0, g.1);
         assert_eq!(g.0, 12 * 20_000 / 16);
+    }
+
+    /// A nested read through the shared stripe while a writer waits for that stripe: the
+    /// inner read must not wait for the writer (which waits for the outer read).
+    #[test]
+    fn nested_shared_stripe_read_while_a_writer_waits() {
+        use std::time::{Duration, Instant};
+        let lock = Arc::new(StripedLock::new(0u32));
+        let outer = lock.read_at(stats::SHARED);
+        let writer = {
+            let lock = lock.clone();
+            std::thread::spawn(move || *lock.write() += 1)
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !lock.writing.load(SeqCst) {
+            assert!(Instant::now() < end, "the writer never started");
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            // the nested read runs on this thread; a watchdog reports a deadlock instead of
+            // hanging the test run
+            s.spawn(move || {
+                if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                    eprintln!("nested shared-stripe read deadlocked");
+                    std::process::abort();
+                }
+            });
+            let inner = lock.read_at(stats::SHARED);
+            assert_eq!(*inner + *outer, 0);
+            drop(inner);
+            tx.send(()).unwrap();
+        });
+        drop(outer);
+        writer.join().unwrap();
+        assert_eq!(*lock.read_at(stats::SHARED), 1);
     }
 
     #[test]
