@@ -44,6 +44,7 @@ mod keys;
 mod retry;
 mod scripts;
 mod stats;
+mod watch;
 
 pub use backend::RedisBackend;
 pub use config::RedisBackendBuilder;

@@ -31,6 +31,7 @@ use cache_core::CacheError;
 
 use crate::local_store::LocalStore;
 use crate::sync::runtime;
+use crate::watch::{next_backoff, until_lost, MIN_BACKOFF};
 
 /// How the L1 of a layered backend is kept coherent by Redis itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,9 +238,6 @@ impl Drop for Tracker {
     }
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
 async fn run(client: Client, shared: Arc<Shared>) {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -296,19 +294,7 @@ async fn run(client: Client, shared: Arc<Shared>) {
                 shared.connected.store(true, Relaxed);
                 shared.counters.connections.fetch_add(1, Relaxed);
                 backoff = MIN_BACKOFF;
-                loop {
-                    tokio::select! {
-                        _ = lost.notified() => break,
-                        _ = tokio::time::sleep(shared.ping_interval) => {
-                            let pong: redis::RedisResult<Value> =
-                                redis::cmd("PING").query_async(&mut con).await;
-                            if let Err(e) = pong {
-                                tracing::warn!(error = %e, "cache tracking: ping failed");
-                                break;
-                            }
-                        }
-                    }
-                }
+                until_lost(&mut con, &lost, shared.ping_interval, "tracking").await;
                 shared.connected.store(false, Relaxed);
                 *shared.con.lock() = None;
                 shared.counters.losses.fetch_add(1, Relaxed);
@@ -318,6 +304,6 @@ async fn run(client: Client, shared: Arc<Shared>) {
             Err(e) => tracing::warn!(error = %e, "cache tracking: cannot connect; retrying"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = next_backoff(backoff);
     }
 }

@@ -2,16 +2,14 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::{Shared, SyncMessage, SyncOp};
+use crate::watch::{next_backoff, until_lost, MIN_BACKOFF};
 
-const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A message carries at most this many bytes of operations (more wait for the next message).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
@@ -29,10 +27,6 @@ fn config(shared: &Shared) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(shared.options.timeout))
         .set_response_timeout(Some(shared.options.timeout))
-}
-
-fn next_backoff(b: Duration) -> Duration {
-    (b * 2).min(MAX_BACKOFF)
 }
 
 /// Publishes queued operations, batching what is queued together, retrying after failures.
@@ -207,19 +201,7 @@ pub(crate) async fn subscriber(client: Client, shared: Arc<Shared>) {
                 shared.subscribed.store(true, Relaxed);
                 shared.counters.subscriptions.fetch_add(1, Relaxed);
                 backoff = MIN_BACKOFF;
-                loop {
-                    tokio::select! {
-                        _ = lost.notified() => break,
-                        _ = tokio::time::sleep(shared.options.ping_interval) => {
-                            let pong: redis::RedisResult<Value> =
-                                redis::cmd("PING").query_async(&mut con).await;
-                            if let Err(e) = pong {
-                                tracing::warn!(error = %e, "cache sync: ping failed");
-                                break;
-                            }
-                        }
-                    }
-                }
+                until_lost(&mut con, &lost, shared.options.ping_interval, "sync").await;
                 shared.subscribed.store(false, Relaxed);
                 shared.counters.subscription_losses.fetch_add(1, Relaxed);
                 shared.flush();
