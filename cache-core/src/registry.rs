@@ -209,11 +209,12 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
 
 /// The hit path's shortcut: runs `f` on the [`MemoryBackend`] of the default backend when it
 /// has one ([`Backend::as_memory`] or [`Backend::memory_hits`]), no scoped override is active
-/// anywhere and this thread's snapshot is current; `f` also learns whether a miss there is a
-/// miss of the default backend. `None` (and `f` not run) otherwise: the caller takes the
-/// general path ([`with_backend_of`]), which also refreshes the snapshot.
+/// anywhere and this thread's snapshot is current (then [`default_misses_are_final`] tells
+/// whether a miss there is a miss of the default backend). `None` (and `f` not run)
+/// otherwise: the caller takes the general path ([`with_backend_of`]), which also refreshes
+/// the snapshot.
 #[inline(always)]
-pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, bool) -> R) -> Option<R> {
+pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend) -> R) -> Option<R> {
     if OVERRIDES.load(Ordering::Relaxed) != 0 {
         return None;
     }
@@ -237,7 +238,14 @@ pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, bool) -> R) 
     let _unpin = Unpin(&fast.pins);
     // SAFETY: `memory` points into the default backend of this thread's snapshot, which is
     // not replaced while pinned (see `with_state`) and clears `FAST` when dropped.
-    Some(f(unsafe { &*memory }, fast.final_misses.get()))
+    Some(f(unsafe { &*memory }))
+}
+
+/// After [`with_default_memory`] ran: whether a miss in that memory backend is a miss of the
+/// default backend ([`Backend::as_memory`]) rather than only of its local level
+/// ([`Backend::memory_hits`]). Read on misses only, off the hit path.
+pub(crate) fn default_misses_are_final() -> bool {
+    FAST.try_with(|f| f.final_misses.get()).unwrap_or(false)
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);

@@ -523,16 +523,15 @@ impl FnCache {
         if self.meta.profile.is_none() {
             // the common case: the default backend is (or hits in) a memory backend, called
             // directly
-            if let Some(found) = registry::with_default_memory(|m, final_misses| {
-                (
-                    m.lookup_typed::<V>(key, crate::stats::stripe()),
-                    final_misses,
-                )
-            }) {
+            if let Some(found) =
+                registry::with_default_memory(|m| m.lookup_typed::<V>(key, crate::stats::stripe()))
+            {
                 return match found {
-                    (Typed::Hit(v), _) => Probe::Hit(v),
-                    (Typed::Miss(lease), true) => Probe::Miss(lease),
-                    (Typed::Miss(_), false) | (Typed::OtherType, _) => Probe::Other,
+                    Typed::Hit(v) => Probe::Hit(v),
+                    Typed::Miss(lease) if registry::default_misses_are_final() => {
+                        Probe::Miss(lease)
+                    }
+                    Typed::Miss(_) | Typed::OtherType => Probe::Other,
                 };
             }
         }
