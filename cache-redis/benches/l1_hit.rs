@@ -38,7 +38,7 @@ use cache_redis::{
 };
 use criterion::Criterion;
 use redis::caching::CacheConfig;
-use redis::{AsyncConnectionConfig, ProtocolVersion};
+use redis::AsyncConnectionConfig;
 use test_support::{require_redis_server, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(5);
@@ -85,15 +85,6 @@ fn use_profile(profile: &str, backend: Arc<dyn Backend>) {
         .profile(profile, Profile::new().backend(backend))
         .apply()
         .expect("valid profile");
-}
-
-fn resp3(server: &RedisServer) -> redis::Client {
-    let info = server.client().get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings)).unwrap()
 }
 
 fn l2(server: &RedisServer) -> RedisBackend {
@@ -274,7 +265,8 @@ fn main() {
         .unwrap();
     let cfg = AsyncConnectionConfig::new().set_cache_config(CacheConfig::new());
     let csc = rt.block_on(async {
-        resp3(&server)
+        server
+            .resp3_client()
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .expect("RESP3 connection with client-side caching")

@@ -12,28 +12,7 @@ use std::time::Instant;
 use cache_core::memory::EvictionPolicy;
 use cache_core::{value, EntryOptions, Key, LocalLookup};
 use cache_redis::local_store::{bounded_store, default_store, LocalStore, QuickCacheStore};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Zipf};
-
-const KEYS: usize = 100_000;
-const REQUESTS: usize = 1_500_000;
-const SEED: u64 = 0x5eed_cafe;
-
-/// A Zipf(s) trace over `KEYS` keys; hot ranks are spread over the key space by a permutation.
-fn trace(s: f64) -> Vec<u32> {
-    let mut rng = StdRng::seed_from_u64(SEED ^ s.to_bits());
-    let zipf = Zipf::new(KEYS as u64, s).expect("valid zipf parameters");
-    let mut perm: Vec<u32> = (0..KEYS as u32).collect();
-    perm.shuffle(&mut rng);
-    (0..REQUESTS)
-        .map(|_| {
-            let rank = zipf.sample(&mut rng) as usize;
-            perm[rank.clamp(1, KEYS) - 1]
-        })
-        .collect()
-}
+use test_support::zipf::{trace, KEYS, REQUESTS, SEED};
 
 struct Entry {
     key: Key,

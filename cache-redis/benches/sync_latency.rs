@@ -22,7 +22,7 @@ use cache_core::{value, Backend, EntryOptions, Key, Lease, LocalLookup, MemoryBa
 use cache_redis::{
     Coherence, LayeredBackend, RedisBackend, SyncOptions, SyncedBackend, TrackingMode,
 };
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use test_support::{require_redis_server, RedisServer};
 
 const N: usize = 1000;
@@ -56,15 +56,6 @@ fn wait(t0: Instant, mut done: impl FnMut() -> bool) -> Duration {
         std::thread::yield_now();
     }
     t0.elapsed()
-}
-
-fn resp3(server: &RedisServer) -> redis::Client {
-    let info = server.client().get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings)).unwrap()
 }
 
 fn absent(b: &dyn Backend, key: &Key) -> bool {
@@ -103,7 +94,7 @@ fn pubsub(server: &RedisServer) -> Summary {
 
 fn raw_pubsub(server: &RedisServer, rt: &tokio::runtime::Runtime) -> Summary {
     let got = Arc::new(AtomicU64::new(0));
-    let client = resp3(server);
+    let client = server.resp3_client();
     let _subs: Vec<_> = (0..2)
         .map(|_| {
             let got = got.clone();
@@ -194,7 +185,7 @@ fn tracking(server: &RedisServer) -> Summary {
 
 fn raw_tracking(server: &RedisServer, rt: &tokio::runtime::Runtime) -> Summary {
     let got = Arc::new(AtomicU64::new(0));
-    let client = resp3(server);
+    let client = server.resp3_client();
     let mut cons: Vec<_> = (0..2)
         .map(|_| {
             let got = got.clone();

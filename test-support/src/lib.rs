@@ -26,6 +26,8 @@
 //! server.restart().unwrap();     // same port, fresh (empty) server
 //! ```
 
+pub mod zipf;
+
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -233,6 +235,17 @@ impl RedisServer {
     /// A redis-rs client for this server (with the `--requirepass` password, if any).
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url_with_auth()).expect("a valid loopback URL")
+    }
+
+    /// A redis-rs client for this server speaking RESP3 (push messages: pub/sub and client
+    /// tracking on multiplexed connections).
+    pub fn resp3_client(&self) -> redis::Client {
+        let info = self.client().get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        redis::Client::open(info.set_redis_settings(settings)).expect("a valid loopback URL")
     }
 
     /// A synchronous connection with 2 s read/write timeouts, for setup and assertions.
