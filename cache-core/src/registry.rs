@@ -106,12 +106,11 @@ struct Snapshot {
 impl Snapshot {
     /// Installs `state` as this thread's snapshot and points [`FAST`] at its default backend.
     fn new(state: Arc<State>) -> Self {
-        let final_misses = state.default.as_memory().is_some();
-        let memory = state
-            .default
-            .as_memory()
-            .or_else(|| state.default.memory_hits())
-            .map_or(std::ptr::null(), |m| m as *const MemoryBackend);
+        let (memory, final_misses) = match state.default.as_memory() {
+            Some(m) => (Some(m), true),
+            None => (state.default.memory_hits(), false),
+        };
+        let memory = memory.map_or(std::ptr::null(), |m| m as *const MemoryBackend);
         let _ = FAST.try_with(|f| {
             f.generation.set(state.generation);
             f.memory.set(memory);

@@ -106,6 +106,13 @@ pub(crate) struct Entry {
     any_addr: usize,
 }
 
+/// The `TypeId` of `value.as_any()` and the address it points to (inside `value`'s
+/// allocation): what [`Entry::typed`] reads instead of calling `as_any`.
+fn any_parts(value: &SharedValue) -> (TypeId, usize) {
+    let any: &dyn Any = value.as_any();
+    (any.type_id(), any as *const dyn Any as *const () as usize)
+}
+
 impl Entry {
     /// A clone of the value if it is a `V`.
     #[inline]
@@ -130,8 +137,7 @@ impl Entry {
         weight: u64,
         expiry: Expiry,
     ) -> Self {
-        let any: &dyn Any = value.as_any();
-        let (any_type, any_addr) = (any.type_id(), any as *const dyn Any as *const () as usize);
+        let (any_type, any_addr) = any_parts(&value);
         Entry {
             any_type,
             any_addr,
@@ -503,8 +509,7 @@ impl Shard {
         if !Arc::ptr_eq(&e.value, expected) {
             return Err(new);
         }
-        let any: &dyn Any = new.as_any();
-        (e.any_type, e.any_addr) = (any.type_id(), any as *const dyn Any as *const () as usize);
+        (e.any_type, e.any_addr) = any_parts(&new);
         Ok(std::mem::replace(&mut e.value, new))
     }
 }
