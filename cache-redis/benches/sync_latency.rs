@@ -22,6 +22,7 @@ use cache_core::{value, Backend, EntryOptions, Key, Lease, LocalLookup, MemoryBa
 use cache_redis::{
     Coherence, LayeredBackend, RedisBackend, SyncOptions, SyncedBackend, TrackingMode,
 };
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use test_support::{require_redis_server, RedisServer};
 
@@ -92,28 +93,35 @@ fn pubsub(server: &RedisServer) -> Summary {
     summarize("pubsub: A.invalidate -> gone on B and C", out)
 }
 
-fn raw_pubsub(server: &RedisServer, rt: &tokio::runtime::Runtime) -> Summary {
+/// Two RESP3 connections (driven by `rt`) and the number of `kind` pushes they received.
+fn push_receivers(
+    server: &RedisServer,
+    rt: &tokio::runtime::Runtime,
+    kind: PushKind,
+) -> (Arc<AtomicU64>, Vec<MultiplexedConnection>) {
     let got = Arc::new(AtomicU64::new(0));
     let client = server.resp3_client();
-    let _subs: Vec<_> = (0..2)
+    let cons = (0..2)
         .map(|_| {
-            let got = got.clone();
+            let (got, kind) = (got.clone(), kind.clone());
             let cfg = AsyncConnectionConfig::new().set_push_sender(move |p: PushInfo| {
-                if p.kind == PushKind::Message {
+                if p.kind == kind {
                     got.fetch_add(1, Ordering::Release);
                 }
                 Ok::<(), ()>(())
             });
-            rt.block_on(async {
-                let mut con = client
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await
-                    .unwrap();
-                con.subscribe("bench:raw").await.unwrap();
-                con
-            })
+            rt.block_on(client.get_multiplexed_async_connection_with_config(&cfg))
+                .unwrap()
         })
         .collect();
+    (got, cons)
+}
+
+fn raw_pubsub(server: &RedisServer, rt: &tokio::runtime::Runtime) -> Summary {
+    let (got, mut subs) = push_receivers(server, rt, PushKind::Message);
+    for con in subs.iter_mut() {
+        rt.block_on(con.subscribe("bench:raw")).unwrap();
+    }
     let mut publisher = server.connection().unwrap();
     let mut out = Vec::with_capacity(N);
     for i in 0..N + WARMUP {
@@ -184,32 +192,17 @@ fn tracking(server: &RedisServer) -> Summary {
 }
 
 fn raw_tracking(server: &RedisServer, rt: &tokio::runtime::Runtime) -> Summary {
-    let got = Arc::new(AtomicU64::new(0));
-    let client = server.resp3_client();
-    let mut cons: Vec<_> = (0..2)
-        .map(|_| {
-            let got = got.clone();
-            let cfg = AsyncConnectionConfig::new().set_push_sender(move |p: PushInfo| {
-                if p.kind == PushKind::Invalidate {
-                    got.fetch_add(1, Ordering::Release);
-                }
-                Ok::<(), ()>(())
-            });
-            rt.block_on(async {
-                let mut con = client
-                    .get_multiplexed_async_connection_with_config(&cfg)
-                    .await
-                    .unwrap();
-                let _: () = redis::cmd("CLIENT")
+    let (got, mut cons) = push_receivers(server, rt, PushKind::Invalidate);
+    for con in cons.iter_mut() {
+        let _: () = rt
+            .block_on(
+                redis::cmd("CLIENT")
                     .arg("TRACKING")
                     .arg("ON")
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                con
-            })
-        })
-        .collect();
+                    .query_async(con),
+            )
+            .unwrap();
+    }
     let mut writer = server.connection().unwrap();
     let mut out = Vec::with_capacity(N);
     for i in 0..N + WARMUP {
