@@ -47,9 +47,9 @@ async fn hit_fn(x: u64) -> String {
     }
 }
 
-/// Commands the clients sent (each is one round trip): the backend sends only MGET (lookup)
-/// and EVALSHA / EVAL / SCRIPT (scripts) on this path; commands run inside scripts are not
-/// counted.
+/// Commands the clients sent (each is one round trip): the backend sends only GET or MGET
+/// (lookup) and EVALSHA / EVAL / SCRIPT (scripts) on this path; commands run inside scripts
+/// are not counted.
 fn round_trips(con: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
     info.lines()
@@ -57,7 +57,11 @@ fn round_trips(con: &mut redis::Connection) -> u64 {
             let (name, rest) = l.split_once(':')?;
             let top = matches!(
                 name,
-                "cmdstat_mget" | "cmdstat_evalsha" | "cmdstat_eval" | "cmdstat_script"
+                "cmdstat_get"
+                    | "cmdstat_mget"
+                    | "cmdstat_evalsha"
+                    | "cmdstat_eval"
+                    | "cmdstat_script"
             );
             let calls = rest.strip_prefix("calls=")?.split(',').next()?;
             top.then(|| calls.parse::<u64>().ok()).flatten()

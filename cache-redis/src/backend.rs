@@ -1,8 +1,17 @@
 //! [`RedisBackend`]: entries in Redis, shared by every process that uses the same server and
 //! prefix.
 //!
-//! * **Hit**: one `MGET P:{T} P:gen` (the entry and the invalidation generation in one command,
-//!   as cheap as a `GET`); the generation is the lease of a miss.
+//! * **Hit**: one `GET P:{T}`. A miss needs a lease: a generation not newer than the one current
+//!   when the miss was read (every invalidation after the miss then stamps a newer one, and the
+//!   set script rejects the fill). Any generation seen in an earlier reply qualifies, so the
+//!   backend remembers the newest one it has seen (`known_gen`: from lookups, fills,
+//!   invalidations, clears) and when the request that brought it was sent. While that is at
+//!   most [`GEN_FRESH_MS`] old, a lookup is a plain `GET` and a miss leases `known_gen`;
+//!   otherwise (an idle process) the lookup is `MGET P:{T} P:gen` as before, which refreshes it.
+//!   An invalidation leaves a *tombstone* carrying its generation in place of each entry it
+//!   removes ([`crate::envelope`]), and a `GET` that finds one leases the newer of the two: the
+//!   miss an invalidation caused (on any node) is never filled with a lease older than that
+//!   invalidation, so its fill is not rejected spuriously.
 //! * **Fill**: one `EVALSHA` of the set script, which rejects the value when the key, one of its
 //!   dependencies, or everything was invalidated after the lease's generation, else stores the
 //!   entry, its dependency list and its reverse-index memberships. A miss with dependencies is
@@ -16,7 +25,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::backend::BoxFuture;
 use cache_core::value::{Hit, SharedValue};
@@ -83,6 +93,10 @@ pub(crate) struct Inner {
     /// an absolute ttl was set. Bounds how long a failed invalidation is retried.
     pub(crate) max_ttl_ms: AtomicU64,
     pub(crate) gc: crate::gc::GcState,
+    /// The newest generation seen in a reply (a safe lease for any later miss).
+    known_gen: AtomicU64,
+    /// [`mono_ms`] when the request that brought `known_gen` was sent (0: never).
+    known_at: AtomicU64,
     // Last: dropping it stops the runtime thread.
     pub(crate) exec: Exec,
 }
@@ -104,6 +118,28 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a remembered generation is used as the lease of a `GET` miss (ms).
+///
+/// A miss leases the newest generation this process has seen, brought by a request sent at
+/// most this long ago. Safety does not depend on the value (any generation seen earlier is at
+/// most the one current at the miss); liveness does: a fill is rejected when one of its
+/// names (the key, a dependency, `clear`) was stamped after its lease, so with a remembered
+/// lease a stamp up to `GEN_FRESH_MS` (+ a round trip) before the miss rejects it needlessly
+/// once, when no tombstone recorded it (the entry did not exist, expired or was evicted, or a
+/// `clear` or a dependency stamped after the entry was removed). The rejection's reply brings
+/// the current generation, so the next miss stores. Under load a process sends one `MGET`
+/// per window (10 per second) and `GET`s otherwise; a process idle for longer pays nothing
+/// extra (its next lookup is the `MGET`). Tombstones must outlive this window
+/// ([`envelope::TOMBSTONE_TTL_MS`]).
+pub(crate) const GEN_FRESH_MS: u64 = 100;
+const _: () = assert!(envelope::TOMBSTONE_TTL_MS >= 100 * GEN_FRESH_MS);
+
+/// Monotonic milliseconds since the first call, plus one (0 is "never").
+fn mono_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
 fn instance_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
@@ -120,12 +156,41 @@ fn instance_id() -> String {
 
 /// What a lookup found (before conversion to a [`Lookup`]).
 enum Found {
-    /// The stored bytes and the generation read with them.
+    /// The stored bytes, and the lease if they are not a value (a tombstone's generation may
+    /// raise it).
     Hit(Vec<u8>, u64),
+    /// A miss and its lease.
     Miss(u64),
 }
 
+/// A generation as the scripts return it (a decimal string or an integer).
+fn parse_gen(v: &redis::Value) -> Option<u64> {
+    match v {
+        redis::Value::Int(i) => u64::try_from(*i).ok(),
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        redis::Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 impl Inner {
+    /// Remembers `gen`, seen in the reply to a request sent at `sent` ([`mono_ms`]).
+    fn learn_gen(&self, gen: u64, sent: u64) {
+        // gen before time: a reader that sees the time sees a generation at least this new
+        self.known_gen.fetch_max(gen, Ordering::Release);
+        self.known_at.fetch_max(sent, Ordering::Release);
+    }
+
+    /// The remembered generation if it was brought by a request sent within
+    /// [`GEN_FRESH_MS`].
+    fn fresh_gen(&self) -> Option<u64> {
+        let at = self.known_at.load(Ordering::Acquire);
+        if at == 0 || mono_ms().saturating_sub(at) >= GEN_FRESH_MS {
+            return None;
+        }
+        Some(self.known_gen.load(Ordering::Acquire))
+    }
+
     /// Runs one Redis operation: breaker, connection, op timeout, error classification.
     pub(crate) async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
     where
@@ -170,6 +235,19 @@ impl Inner {
             return self.lookup_locked(text, ttl).await;
         }
         let item = self.layout.item(text);
+        // read before the request is sent: a generation seen later could postdate the miss
+        if let Some(lease) = self.fresh_gen() {
+            let value: Option<Vec<u8>> = self
+                .run("get", |mut con| async move {
+                    redis::cmd("GET").arg(&item).query_async(&mut con).await
+                })
+                .await?;
+            return Ok(match value {
+                Some(v) => Found::Hit(v, lease),
+                None => Found::Miss(lease),
+            });
+        }
+        let sent = mono_ms();
         let (value, gen): (Option<Vec<u8>>, Option<u64>) = self
             .run("get", |mut con| async move {
                 redis::cmd("MGET")
@@ -180,6 +258,7 @@ impl Inner {
             })
             .await?;
         let gen = gen.unwrap_or(0);
+        self.learn_gen(gen, sent);
         Ok(match value {
             Some(v) => Found::Hit(v, gen),
             None => Found::Miss(gen),
@@ -198,6 +277,7 @@ impl Inner {
         let mut waited = false;
         loop {
             let px = ttl.as_millis().max(1) as u64;
+            let sent = mono_ms();
             let (status, gen, value): (i64, u64, Option<Vec<u8>>) = self
                 .run("get", |mut con| async move {
                     scripts::get_lock()
@@ -209,6 +289,7 @@ impl Inner {
                         .await
                 })
                 .await?;
+            self.learn_gen(gen, sent);
             match (status, value) {
                 (2, Some(v)) => return Ok(Found::Hit(v, gen)),
                 (1, _) => return Ok(Found::Miss(gen)),
@@ -241,7 +322,13 @@ impl Inner {
                 Ok(Lookup::Miss(Lease(gen)))
             }
             Found::Hit(bytes, gen) => match envelope::open(bytes, self.max_payload) {
-                Ok(opened) => {
+                Ok(envelope::Stored::Tombstone(removed)) => {
+                    // a generation seen in a reply: safe to remember (its time is unknown)
+                    self.known_gen.fetch_max(removed, Ordering::Release);
+                    self.counters.misses.incr();
+                    Ok(Lookup::Miss(Lease(gen.max(removed))))
+                }
+                Ok(envelope::Stored::Value(opened)) => {
                     self.counters.hits.incr();
                     if let Some(sliding) = opened.sliding_ms {
                         self.refresh_sliding(&text, sliding, opened.deadline_ms);
@@ -340,6 +427,7 @@ impl Inner {
         } else {
             &[]
         };
+        let sent = mono_ms();
         let result = self
             .run("set", |mut con| {
                 let mut inv = scripts::set().prepare_invoke();
@@ -352,9 +440,19 @@ impl Inner {
                 for d in deps {
                     inv.arg(d);
                 }
-                async move { inv.invoke_async::<(i64, String)>(&mut con).await }
+                async move { inv.invoke_async::<(i64, redis::Value)>(&mut con).await }
             })
             .await;
+        if let Ok((stored, g)) = &result {
+            if let Some(g) = parse_gen(g) {
+                self.learn_gen(g, sent);
+                if *stored == 0 && lease != Lease::UNCONDITIONAL && lease.0 > g {
+                    // the server's generation went back (restarted without data, or a
+                    // failover to a server whose clock is behind): forget the newer ones
+                    self.known_gen.store(g, Ordering::Release);
+                }
+            }
+        }
         match result {
             Ok((1, _)) => {
                 self.counters.inserts.incr();
@@ -406,7 +504,8 @@ impl Inner {
             InvalidationKind::Keys => "k",
             InvalidationKind::Dependencies => "d",
         };
-        let (removed, _gen): (u64, String) = self
+        let sent = mono_ms();
+        let (removed, gen): (u64, redis::Value) = self
             .run("invalidate", |mut con| {
                 let mut inv = scripts::invalidate().prepare_invoke();
                 inv.arg(&self.layout.prefix).arg(mode);
@@ -416,6 +515,9 @@ impl Inner {
                 async move { inv.invoke_async(&mut con).await }
             })
             .await?;
+        if let Some(g) = parse_gen(&gen) {
+            self.learn_gen(g, sent);
+        }
         self.counters.invalidated.add(removed);
         Ok(())
     }
@@ -423,7 +525,8 @@ impl Inner {
     async fn clear(self: Arc<Self>) -> Result<(), CacheError> {
         let this: &Inner = &self;
         let r: Result<(), RedisCacheError> = async {
-            let _gen: String = this
+            let sent = mono_ms();
+            let gen: redis::Value = this
                 .run("clear", |mut con| async move {
                     scripts::clear()
                         .arg(&this.layout.prefix)
@@ -431,6 +534,9 @@ impl Inner {
                         .await
                 })
                 .await?;
+            if let Some(g) = parse_gen(&gen) {
+                this.learn_gen(g, sent);
+            }
             let pattern = format!("{}:*", this.layout.prefix);
             let epochs = format!("{}:epochs", this.layout.prefix);
             let mut cursor: u64 = 0;
@@ -538,6 +644,8 @@ impl RedisBackend {
             retry: RetryQueue::default(),
             max_ttl_ms: AtomicU64::new(0),
             gc: crate::gc::GcState::default(),
+            known_gen: AtomicU64::new(0),
+            known_at: AtomicU64::new(0),
             exec,
         });
         inner.conn.reconnect();

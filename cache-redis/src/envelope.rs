@@ -10,6 +10,11 @@
 //! payload     MessagePack bytes (or their LZ4 block)
 //! ```
 //!
+//! A **tombstone** (written by the invalidation scripts in place of a removed entry, see
+//! `scripts/common.lua`) is the header with flags = bit 3 alone, followed by the invalidation's
+//! generation in ASCII decimal: `0xCA 0x01 0x08 "1718000000123456"`. It reads as a miss whose
+//! lease is at least that generation ([`Stored::Tombstone`]), not as a corrupt value.
+//!
 //! Anything else (wrong magic, unknown version or flags, truncated header, bad LZ4, a
 //! decompressed size over the limit) is [`EnvelopeError`]: the backend answers a miss and the
 //! next fill overwrites the key.
@@ -19,7 +24,15 @@ pub(crate) const VERSION: u8 = 1;
 const F_LZ4: u8 = 1;
 const F_SLIDING: u8 = 2;
 const F_DEADLINE: u8 = 4;
+const F_TOMBSTONE: u8 = 8;
 const KNOWN: u8 = F_LZ4 | F_SLIDING | F_DEADLINE;
+
+/// How long a tombstone lives (ms; `TOMB_PX` in `scripts/common.lua`, pinned by a test). It
+/// only has to outlive the window in which a process may still lease a miss with a generation
+/// older than the invalidation ([`crate::backend::GEN_FRESH_MS`], 100 ms); a minute leaves a
+/// wide margin (slow replies, clock rate differences) at the cost of a few dozen bytes per
+/// invalidated entry for a minute (less than the entry it replaces).
+pub(crate) const TOMBSTONE_TTL_MS: u64 = 60_000;
 
 /// Why stored bytes are not a valid envelope.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,6 +49,17 @@ pub(crate) enum EnvelopeError {
     Lz4(String),
     #[error("decompressed size {0} exceeds the limit")]
     TooLarge(usize),
+    #[error("malformed tombstone generation")]
+    Tombstone,
+}
+
+/// What stored bytes hold.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// A cached value.
+    Value(Opened),
+    /// A tombstone: the entry was removed by the invalidation of this generation.
+    Tombstone(u64),
 }
 
 /// An opened envelope.
@@ -80,8 +104,16 @@ pub(crate) fn seal(
     out
 }
 
+/// The bytes of a tombstone for generation `gen` (what `tombstone()` in `common.lua` writes).
+#[cfg(test)]
+pub(crate) fn tombstone(gen: u64) -> Vec<u8> {
+    let mut out = vec![MAGIC, VERSION, F_TOMBSTONE];
+    out.extend_from_slice(gen.to_string().as_bytes());
+    out
+}
+
 /// Opens stored bytes. `max_decompressed` bounds the size an LZ4 header may claim.
-pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Opened, EnvelopeError> {
+pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored, EnvelopeError> {
     if bytes.len() < 3 {
         return Err(match bytes.first() {
             Some(&m) if m != MAGIC => EnvelopeError::Magic(m),
@@ -95,6 +127,17 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Opened
         return Err(EnvelopeError::Version(bytes[1]));
     }
     let flags = bytes[2];
+    if flags == F_TOMBSTONE {
+        let digits = &bytes[3..];
+        if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(EnvelopeError::Tombstone);
+        }
+        return std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .map(Stored::Tombstone)
+            .ok_or(EnvelopeError::Tombstone);
+    }
     if flags & !KNOWN != 0 {
         return Err(EnvelopeError::Flags(flags));
     }
@@ -131,28 +174,35 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Opened
         bytes.drain(..at);
         bytes
     };
-    Ok(Opened {
+    Ok(Stored::Value(Opened {
         payload,
         sliding_ms,
         deadline_ms,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn value(bytes: Vec<u8>) -> Opened {
+        match open(bytes, 1 << 20).unwrap() {
+            Stored::Value(o) => o,
+            Stored::Tombstone(g) => panic!("tombstone {g}"),
+        }
+    }
+
     #[test]
     fn round_trips_plain_and_compressed() {
         let small = b"hello".to_vec();
         let sealed = seal(&small, 1024, None, None);
         assert_eq!(sealed[..3], [MAGIC, VERSION, 0]);
-        assert_eq!(open(sealed, 1 << 20).unwrap().payload, small);
+        assert_eq!(value(sealed).payload, small);
 
         let big = vec![7u8; 10_000];
         let sealed = seal(&big, 1024, Some(5_000), Some(99));
         assert!(sealed.len() < 1_000, "compressible payload is compressed");
-        let o = open(sealed, 1 << 20).unwrap();
+        let o = value(sealed);
         assert_eq!(o.payload, big);
         assert_eq!(o.sliding_ms, Some(5_000));
         assert_eq!(o.deadline_ms, Some(99));
@@ -169,8 +219,42 @@ mod tests {
             vec![MAGIC, VERSION, F_SLIDING, 1, 2],
             vec![MAGIC, VERSION, F_LZ4, 0xff, 0xff, 0xff, 0x7f, 1],
             vec![MAGIC, VERSION, F_LZ4, 10, 0, 0, 0, 0xff, 0xff],
+            vec![MAGIC, VERSION, F_TOMBSTONE],
+            vec![MAGIC, VERSION, F_TOMBSTONE, b'1', b'x'],
+            vec![MAGIC, VERSION, F_TOMBSTONE | F_LZ4, b'1'],
+            [&[MAGIC, VERSION, F_TOMBSTONE][..], &[b'9'; 21]].concat(),
+            [&[MAGIC, VERSION, F_TOMBSTONE][..], b"99999999999999999999"].concat(),
         ] {
             assert!(open(bytes, 1 << 20).is_err());
         }
+    }
+
+    #[test]
+    fn tombstones_open_as_tombstones() {
+        let t = tombstone(1_718_000_000_123_456);
+        assert_eq!(t[..3], [MAGIC, VERSION, F_TOMBSTONE]);
+        assert_eq!(
+            open(t, 1 << 20),
+            Ok(Stored::Tombstone(1_718_000_000_123_456))
+        );
+        assert_eq!(open(tombstone(0), 16), Ok(Stored::Tombstone(0)));
+        assert_eq!(
+            open(tombstone(u64::MAX), 16),
+            Ok(Stored::Tombstone(u64::MAX))
+        );
+    }
+
+    /// The Lua side writes the same bytes and ttl as this module reads and documents.
+    #[test]
+    fn lua_tombstones_match() {
+        let common = include_str!("scripts/common.lua");
+        assert!(
+            common.contains(
+                &format!("local TOMB = string.char({MAGIC:#04X}, {VERSION}, {F_TOMBSTONE})")
+                    .replace("0XCA", "0xCA")
+            ),
+            "common.lua tombstone header"
+        );
+        assert!(common.contains(&format!("local TOMB_PX = {TOMBSTONE_TTL_MS}\n")));
     }
 }

@@ -312,8 +312,19 @@ async fn failed_invalidations_are_retried_in_order() {
     let s = b.redis_stats();
     assert_eq!(s.invalidations_queued, 2);
     assert_eq!(s.invalidations_retried, 2);
-    let left: Vec<String> = redis::cmd("KEYS").arg("t:{e(*)}").query(&mut con).unwrap();
-    assert_eq!(left, vec!["t:{e(2)}".to_string()]);
+    // e(0) and e(1) are gone (tombstones stand in their place), e(2) is untouched
+    for (i, alive) in [(0, false), (1, false), (2, true)] {
+        let k = Key::from_text(format!("e({i})"));
+        let found = b.get(&k).await.unwrap();
+        assert_eq!(matches!(found, Lookup::Hit(_)), alive, "e({i})");
+        let head: Vec<u8> = redis::cmd("GETRANGE")
+            .arg(format!("t:{{e({i})}}"))
+            .arg(0)
+            .arg(2)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(head == [0xCA, 1, 8], !alive, "e({i}) tombstone");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

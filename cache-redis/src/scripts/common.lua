@@ -29,9 +29,22 @@ local function current_gen()
   end
   return g
 end
-local function unlink_item(t)
+-- A tombstone (src/envelope.rs): the envelope header with the tombstone flag, then the
+-- generation of the invalidation that removed the entry, in decimal. It stands in the entry's
+-- place for TOMB_PX ms so that a plain GET miss learns a lease at least that new.
+local TOMB = string.char(0xCA, 1, 8)
+local TOMB_PX = 60000
+local function is_tomb(t) return redis.call('GETRANGE', ik(t), 0, 2) == TOMB end
+-- Removes entry t because of the invalidation of generation g: its dependency references, its
+-- forward list, and the entry itself, which becomes a tombstone (an existing tombstone is
+-- renewed with g). Returns 1 if an entry was removed, else 0.
+local function unlink_item(t, g)
   local deps = redis.call('SMEMBERS', dk(t))
   for _, d in ipairs(deps) do redis.call('SREM', sk(d), t) end
   redis.call('DEL', dk(t))
-  return redis.call('DEL', ik(t))
+  local tomb = is_tomb(t)
+  if not tomb and redis.call('EXISTS', ik(t)) == 0 then return 0 end
+  redis.call('SET', ik(t), TOMB .. g, 'PX', TOMB_PX)
+  if tomb then return 0 end
+  return 1
 end

@@ -1,9 +1,10 @@
 -- GET with distributed single flight: ARGV = P, T, token, lock px.
 -- Returns {2, generation, value} on a hit, {1, generation, nil} when this caller took the
--- lock, {0, generation, nil} when another caller holds it.
+-- lock, {0, generation, nil} when another caller holds it. A tombstone is a miss (the
+-- generation read here is at least as new as the tombstone's).
 local T = ARGV[2]
 local g = redis.call('GET', GK) or '0'
 local v = redis.call('GET', ik(T))
-if v then return {2, g, v} end
+if v and string.sub(v, 1, 3) ~= TOMB then return {2, g, v} end
 if redis.call('SET', lk(T), ARGV[3], 'NX', 'PX', ARGV[4]) then return {1, g, false} end
 return {0, g, false}
