@@ -33,3 +33,66 @@ pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The commands clients send to a server, as `MONITOR` reports them (commands run inside
+/// scripts are left out: each command counted is one round trip of some client).
+pub struct Monitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    marker: redis::Connection,
+    next: u64,
+}
+
+impl Monitor {
+    pub fn start(server: &RedisServer) -> Monitor {
+        let mut con = server.connection().expect("monitor connection");
+        redis::cmd("MONITOR")
+            .query::<()>(&mut con)
+            .expect("MONITOR");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            while let Ok(v) = con.recv_response() {
+                if let Ok(line) = redis::from_redis_value::<String>(v) {
+                    if !line.contains(" lua] ") {
+                        sink.lock().unwrap().push(line);
+                    }
+                }
+            }
+        });
+        Monitor {
+            lines,
+            marker: server.connection().expect("marker connection"),
+            next: 0,
+        }
+    }
+
+    /// The commands sent since the previous call (or since the start), in order, once they
+    /// have all been reported (a marker command sent now is reported after them).
+    pub async fn take(&mut self) -> Vec<String> {
+        self.next += 1;
+        let marker = format!("monitor-marker-{}", self.next);
+        redis::cmd("ECHO")
+            .arg(&marker)
+            .query::<String>(&mut self.marker)
+            .unwrap();
+        let quoted = format!("\"{marker}\"");
+        eventually(
+            "the monitor to report the marker",
+            Duration::from_secs(5),
+            || {
+                self.lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains(&quoted))
+            },
+        )
+        .await;
+        let mut lines = self.lines.lock().unwrap();
+        let at = lines.iter().position(|l| l.contains(&quoted)).unwrap();
+        let mut taken: Vec<String> = lines.drain(..=at).collect();
+        taken.pop();
+        taken.retain(|l| !l.contains("\"monitor-marker-"));
+        taken
+    }
+}
