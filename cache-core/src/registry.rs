@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 
 use crate::backend::Backend;
 use crate::error::CacheError;
-use crate::memory::MemoryBackend;
+use crate::memory::{Front, MemoryBackend};
 
 /// Settings shared by the functions that name a profile.
 ///
@@ -213,7 +213,7 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
 /// otherwise: the caller takes the general path ([`with_backend_of`]), which also refreshes
 /// the snapshot.
 #[inline(always)]
-pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend) -> R) -> Option<R> {
+pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, Front) -> R) -> Option<R> {
     if OVERRIDES.load(Ordering::Relaxed) != 0 {
         return None;
     }
@@ -233,11 +233,18 @@ pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend) -> R) -> Opt
             self.0.set(self.0.get() - 1);
         }
     }
-    fast.pins.set(fast.pins.get() + 1);
+    let pins = fast.pins.get();
+    fast.pins.set(pins + 1);
     let _unpin = Unpin(&fast.pins);
+    // the outermost lookup of the thread may write its front table (see `memory::front`)
+    let front = if pins == 0 {
+        Front::ReadWrite
+    } else {
+        Front::Read
+    };
     // SAFETY: `memory` points into the default backend of this thread's snapshot, which is
     // not replaced while pinned (see `with_state`) and clears `FAST` when dropped.
-    Some(f(unsafe { &*memory }))
+    Some(f(unsafe { &*memory }, front))
 }
 
 /// After [`with_default_memory`] ran: whether a miss in that memory backend is a miss of the

@@ -523,9 +523,9 @@ impl FnCache {
         if self.meta.profile.is_none() {
             // the common case: the default backend is (or hits in) a memory backend, called
             // directly
-            if let Some(found) =
-                registry::with_default_memory(|m| m.lookup_typed::<V>(key, crate::stats::stripe()))
-            {
+            if let Some(found) = registry::with_default_memory(|m, front| {
+                m.lookup_typed::<V>(key, crate::stats::stripe(), front)
+            }) {
                 return match found {
                     Typed::Hit(v) => Probe::Hit(v),
                     Typed::Miss(lease) if registry::default_misses_are_final() => {

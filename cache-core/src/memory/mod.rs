@@ -29,6 +29,7 @@
 
 mod clock;
 mod deps;
+mod front;
 mod lease;
 mod lock;
 mod policy;
@@ -122,6 +123,8 @@ pub struct MemoryBackend {
     counters: Counters,
     max_entries: usize,
     max_weight: Option<u64>,
+    /// Unique per backend made in this process (what a thread's front table is keyed by).
+    id: u64,
 }
 
 /// Configures a [`MemoryBackend`]; made by [`MemoryBackend::builder`].
@@ -276,6 +279,10 @@ impl MemoryBackendBuilder {
             counters: Counters::default(),
             max_entries,
             max_weight: self.max_weight,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 }
@@ -443,8 +450,8 @@ impl MemoryBackend {
     /// ```
     pub fn sweep_expired(&self) {
         let now = self.clock.now();
-        let mut removed: Vec<(u32, Entry)> = Vec::new();
-        let mut dropped: Vec<Entry> = Vec::new();
+        let mut removed: Vec<(u32, Arc<Entry>)> = Vec::new();
+        let mut dropped: Vec<Arc<Entry>> = Vec::new();
         {
             let mut fill = self.fill.lock();
             for (i, shard) in self.shards.iter().enumerate() {
@@ -622,11 +629,17 @@ impl MemoryBackend {
                 on_hit,
             ),
             EvictionPolicy::S3Fifo => visit(
-                shard.read().get(key.hash, key.bytes, &self.clock, true),
+                shard
+                    .read()
+                    .get(key.hash, key.bytes, &self.clock, true)
+                    .map(|e| &**e),
                 on_hit,
             ),
             EvictionPolicy::Fifo => visit(
-                shard.read().get(key.hash, key.bytes, &self.clock, false),
+                shard
+                    .read()
+                    .get(key.hash, key.bytes, &self.clock, false)
+                    .map(|e| &**e),
                 on_hit,
             ),
         }
@@ -634,12 +647,37 @@ impl MemoryBackend {
 
     /// The typed hit path of `#[cached]` fns (what [`Backend::lookup_local`] does, without
     /// dynamic dispatch or a virtual call on the value): `stripe` is the caller's
-    /// [`crate::stats::stripe`].
+    /// [`crate::stats::stripe`]. With `front` (the default backend's lookups, outermost on
+    /// their thread) a hit goes through the thread's front table first ([`front`]) and a hit
+    /// in a shard is remembered there.
     #[inline(always)]
     pub(crate) fn lookup_typed<V: Clone + 'static>(
         &self,
         key: &LocalKey<'_>,
         stripe: usize,
+        front: Front,
+    ) -> Typed<V> {
+        if self.policy != EvictionPolicy::Lru && front != Front::Skip {
+            if let Some(e) = front::find(self.id, key.hash, key.bytes) {
+                if e.read(&self.clock, self.policy == EvictionPolicy::S3Fifo) {
+                    self.counters.hits.incr_at(stripe);
+                    return match e.typed::<V>() {
+                        Some(v) => Typed::Hit(v),
+                        None => Typed::OtherType,
+                    };
+                }
+            }
+        }
+        self.lookup_shard(key, stripe, front == Front::ReadWrite)
+    }
+
+    /// [`Self::lookup_typed`] in the key's shard.
+    #[inline(never)]
+    fn lookup_shard<V: Clone + 'static>(
+        &self,
+        key: &LocalKey<'_>,
+        stripe: usize,
+        remember: bool,
     ) -> Typed<V> {
         if self.policy == EvictionPolicy::Lru {
             return self.lookup_typed_lru(key);
@@ -653,11 +691,13 @@ impl MemoryBackend {
                     &self.clock,
                     self.policy == EvictionPolicy::S3Fifo,
                 )
-                .map(Entry::typed::<V>)
+                .map(|e| (e.typed::<V>(), remember.then(|| e.clone())))
         };
         match found {
-            Some(v) => {
+            Some((v, entry)) => {
                 self.counters.hits.incr_at(stripe);
+                // after the shard lock: dropping a displaced entry may run user code
+                let _displaced = entry.map(|e| front::store(self.id, e));
                 match v {
                     Some(v) => Typed::Hit(v),
                     None => Typed::OtherType,
@@ -760,7 +800,7 @@ impl MemoryBackend {
 
     /// Invalidates `dependency` and, transitively, the key texts of the entries it removes.
     fn invalidate_inner(&self, dependency: &str) {
-        let mut removed: Vec<Entry> = Vec::new();
+        let mut removed: Vec<Arc<Entry>> = Vec::new();
         {
             let mut fill = self.fill.lock();
             let epoch = self.epochs.bump();
@@ -791,7 +831,7 @@ impl MemoryBackend {
     }
 
     fn clear_inner(&self) {
-        let mut removed: Vec<Entry> = Vec::new();
+        let mut removed: Vec<Arc<Entry>> = Vec::new();
         {
             let mut fill = self.fill.lock();
             let epoch = self.epochs.bump();
@@ -803,6 +843,17 @@ impl MemoryBackend {
         }
         drop(removed);
     }
+}
+
+/// How [`MemoryBackend::lookup_typed`] uses this thread's front table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// Not at all (not the default backend).
+    Skip,
+    /// Read it (a lookup nested in another lookup of this thread: a value's `Clone`).
+    Read,
+    /// Read it and remember a shard hit in it (the outermost lookup of this thread).
+    ReadWrite,
 }
 
 /// What [`MemoryBackend::lookup_typed`] found.

@@ -7,7 +7,7 @@
 //! follow them exactly.
 
 use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,15 @@ impl Expiry {
         true
     }
 
+    /// A copy (for an entry rebuilt in place).
+    fn copy(&self) -> Self {
+        Expiry {
+            deadline: AtomicU64::new(self.deadline.load(Relaxed)),
+            ttl_deadline: self.ttl_deadline,
+            sliding: self.sliding,
+        }
+    }
+
     /// Whether the entry is expired at `now`.
     pub(crate) fn expired_at(&self, now: u64) -> bool {
         self.deadline.load(Relaxed) <= now
@@ -104,6 +113,10 @@ pub(crate) struct Entry {
     /// virtual call.
     any_type: TypeId,
     any_addr: usize,
+    /// True while the entry is in its shard: cleared when it leaves (removed, evicted, expired,
+    /// replaced, cleared), which is how a thread's front table ([`super::front`]) learns that a
+    /// pointer it holds is no longer served.
+    alive: AtomicBool,
 }
 
 /// The `TypeId` of `value.as_any()` and the address it points to (inside `value`'s
@@ -150,12 +163,39 @@ impl Entry {
             weight,
             expiry,
             freq: AtomicU8::new(0),
+            alive: AtomicBool::new(true),
         }
+    }
+
+    /// Whether the entry is still in its shard (see [`Self::alive`]).
+    #[inline(always)]
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn kill(&self) {
+        self.alive.store(false, Release);
+    }
+
+    /// The read side of a hit (S3-FIFO, FIFO): whether the entry may be served now (a read
+    /// pushes a sliding deadline forward), counting the read for S3-FIFO when `count`.
+    #[inline(always)]
+    pub(crate) fn read(&self, clock: &Clock, count: bool) -> bool {
+        if !self.expiry.read(clock) {
+            return false;
+        }
+        if count {
+            let f = self.freq.load(Relaxed);
+            if f < MAX_FREQ {
+                self.freq.store(f + 1, Relaxed);
+            }
+        }
+        true
     }
 }
 
 struct Node {
-    entry: Option<Entry>,
+    entry: Option<Arc<Entry>>,
     links: Links,
 }
 
@@ -170,9 +210,9 @@ impl LinkStore for Vec<Node> {
 /// slots), and the new entry itself if it could not be stored (heavier than the shard).
 #[derive(Default)]
 pub(crate) struct Displaced {
-    pub(crate) replaced: Option<(u32, Entry)>,
-    pub(crate) evicted: Vec<(u32, Entry)>,
-    pub(crate) unstored: Option<Entry>,
+    pub(crate) replaced: Option<(u32, Arc<Entry>)>,
+    pub(crate) evicted: Vec<(u32, Arc<Entry>)>,
+    pub(crate) unstored: Option<Arc<Entry>>,
 }
 
 /// One shard (held in a `RwLock` by the backend).
@@ -191,7 +231,7 @@ pub(crate) struct Shard {
 
 /// Byte equality without a `memcmp` call for the short keys of the hit path.
 #[inline]
-fn key_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -251,7 +291,7 @@ impl Shard {
 
     /// [`Self::find`], answering the entry itself (one slab access on the hit path).
     #[inline(always)]
-    fn find_entry(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+    fn find_entry(&self, hash: u64, key: &[u8]) -> Option<&Arc<Entry>> {
         let nodes = &self.nodes;
         let mut found = None;
         self.table.find(hash, |&i| match nodes.get(i as usize) {
@@ -266,21 +306,21 @@ impl Shard {
 
     #[inline]
     fn entry(&self, slot: u32) -> Option<&Entry> {
-        self.nodes.get(slot as usize)?.entry.as_ref()
+        self.nodes.get(slot as usize)?.entry.as_deref()
     }
 
     /// The hit path under the read lock (S3-FIFO, FIFO): no allocation, atomics only.
     #[inline(always)]
-    pub(crate) fn get(&self, hash: u64, key: &[u8], clock: &Clock, count: bool) -> Option<&Entry> {
+    pub(crate) fn get(
+        &self,
+        hash: u64,
+        key: &[u8],
+        clock: &Clock,
+        count: bool,
+    ) -> Option<&Arc<Entry>> {
         let e = self.find_entry(hash, key)?;
-        if !e.expiry.read(clock) {
+        if !e.read(clock, count) {
             return None;
-        }
-        if count {
-            let f = e.freq.load(Relaxed);
-            if f < MAX_FREQ {
-                e.freq.store(f + 1, Relaxed);
-            }
         }
         Some(e)
     }
@@ -329,6 +369,7 @@ impl Shard {
                 out.replaced = Some((slot, old));
             }
         }
+        let entry = Arc::new(entry);
         if !self.fits(entry.weight) {
             out.unstored = Some(entry);
             return None;
@@ -372,7 +413,7 @@ impl Shard {
         self.len > self.cap_entries || self.weight > self.cap_weight
     }
 
-    fn evict(&mut self, policy: EvictionPolicy, out: &mut Vec<(u32, Entry)>) {
+    fn evict(&mut self, policy: EvictionPolicy, out: &mut Vec<(u32, Arc<Entry>)>) {
         while self.over() {
             let victim = match policy {
                 EvictionPolicy::S3Fifo => self.s3fifo_victim(),
@@ -434,7 +475,7 @@ impl Shard {
     }
 
     /// Takes the entry at `slot` out of the table, its queue and the slab.
-    fn remove_at(&mut self, slot: u32) -> Option<(Entry, u8)> {
+    fn remove_at(&mut self, slot: u32) -> Option<(Arc<Entry>, u8)> {
         let node = self.nodes.get(slot as usize)?;
         let e = node.entry.as_ref()?;
         let (hash, weight, queue) = (e.hash, e.weight, node.links.queue);
@@ -443,6 +484,7 @@ impl Shard {
             found.remove();
         }
         let e = self.nodes[slot as usize].entry.take()?;
+        e.kill();
         self.free.push(slot);
         self.len -= 1;
         self.weight -= weight;
@@ -450,7 +492,7 @@ impl Shard {
     }
 
     /// Removes the entry at `slot` if it is still the one with this id.
-    pub(crate) fn remove(&mut self, slot: u32, id: u64) -> Option<Entry> {
+    pub(crate) fn remove(&mut self, slot: u32, id: u64) -> Option<Arc<Entry>> {
         if self.entry(slot)?.id != id {
             return None;
         }
@@ -458,7 +500,7 @@ impl Shard {
     }
 
     /// Moves every entry expired at `now` into `out`.
-    pub(crate) fn take_expired(&mut self, now: u64, out: &mut Vec<(u32, Entry)>) {
+    pub(crate) fn take_expired(&mut self, now: u64, out: &mut Vec<(u32, Arc<Entry>)>) {
         for slot in 0..self.nodes.len() as u32 {
             if self.entry(slot).is_some_and(|e| e.expiry.expired_at(now)) {
                 if let Some((e, _)) = self.remove_at(slot) {
@@ -469,8 +511,11 @@ impl Shard {
     }
 
     /// Moves every entry into `out` and forgets the policy's history.
-    pub(crate) fn drain(&mut self, out: &mut Vec<Entry>) {
+    pub(crate) fn drain(&mut self, out: &mut Vec<Arc<Entry>>) {
         out.extend(self.nodes.drain(..).filter_map(|n| n.entry));
+        for e in out.iter() {
+            e.kill();
+        }
         *self = Shard::new(self.cap_entries, self.cap_weight);
     }
 
@@ -479,7 +524,7 @@ impl Shard {
         self.nodes
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| n.entry.as_ref().map(|e| (i as u32, e)))
+            .filter_map(|(i, n)| n.entry.as_deref().map(|e| (i as u32, e)))
     }
 
     /// The key text of the entry at `slot` if it still has this id.
@@ -490,16 +535,18 @@ impl Shard {
 
 impl Shard {
     /// Puts `new` in place of the value of the entry of `key` if that value is `expected` (the
-    /// same allocation), keeping the rest of the entry (weight included); `Ok(old value)`, or
-    /// `Err(new)` when the entry is absent or holds another value. The caller drops either
-    /// after releasing the lock.
+    /// same allocation), keeping the rest of the entry (weight, id, expiry, frequency);
+    /// `Ok(old entry)`, or `Err(new)` when the entry is absent or holds another value. The
+    /// caller drops either after releasing the lock. The entry is immutable once shared (front
+    /// tables hold it), so this makes a new one with copies of the key and dependency list (a
+    /// rare path: once per entry whose bytes are decoded).
     pub(crate) fn replace_value_if_same(
         &mut self,
         hash: u64,
         key: &[u8],
         expected: &SharedValue,
         new: SharedValue,
-    ) -> Result<SharedValue, SharedValue> {
+    ) -> Result<Arc<Entry>, SharedValue> {
         let Some(slot) = self.find(hash, key) else {
             return Err(new);
         };
@@ -509,7 +556,23 @@ impl Shard {
         if !Arc::ptr_eq(&e.value, expected) {
             return Err(new);
         }
-        (e.any_type, e.any_addr) = any_parts(&new);
-        Ok(std::mem::replace(&mut e.value, new))
+        let (any_type, any_addr) = any_parts(&new);
+        let fresh = Arc::new(Entry {
+            hash: e.hash,
+            key: e.key.clone(),
+            text: e.text.clone(),
+            value: new,
+            deps: e.deps.clone(),
+            id: e.id,
+            weight: e.weight,
+            expiry: e.expiry.copy(),
+            freq: AtomicU8::new(e.freq.load(Relaxed)),
+            any_type,
+            any_addr,
+            alive: AtomicBool::new(true),
+        });
+        let old = std::mem::replace(e, fresh);
+        old.kill();
+        Ok(old)
     }
 }
