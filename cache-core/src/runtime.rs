@@ -266,9 +266,15 @@ impl FnCache {
         }
     }
 
-    #[inline]
     fn on_hit<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>) {
-        self.counters.hits.incr();
+        self.on_hit_at(args, info, crate::stats::stripe());
+    }
+
+    /// Counts a hit (through this thread's counter stripe) and records the entry as a
+    /// dependency of the enclosing fill, if any.
+    #[inline(always)]
+    fn on_hit_at<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>, stripe: usize) {
+        self.counters.hits.incr_at(stripe);
         tracing::trace!(function = self.meta.name, "cache hit");
         if context::is_collecting() {
             context::add_dependency(&*self.text_key(args, info));
@@ -287,6 +293,11 @@ impl FnCache {
         A: KeyPart + ?Sized + Sync,
         V: Cacheable,
     {
+        if mode == Mode::Normal {
+            if let Some(v) = self.front_hit::<A, V>(args, &info) {
+                return Begin::Hit(v);
+            }
+        }
         if !registry::is_enabled() {
             self.register();
             return Begin::Fill(Filler::passthrough(self, None));
@@ -371,10 +382,66 @@ impl FnCache {
 
     /// Starts a call of a sync cached function.
     ///
-    /// The hit path is this inlined part: build the binary key on the stack, hash it, look it up
-    /// in process, count the hit. Everything else is in [`Self::begin_blocking_slow`].
+    /// The hit path is this inlined part ([`Self::front_hit`]); everything else is in
+    /// [`Self::begin_blocking_slow`].
     #[inline]
     pub fn begin_blocking<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+        mode: Mode,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        if mode == Mode::Normal {
+            if let Some(v) = self.front_hit::<A, V>(args, &info) {
+                return Begin::Hit(v);
+            }
+        }
+        self.begin_blocking_slow(args, info, deps, mode)
+    }
+
+    /// The hit path: the binary key built on the stack and hashed, looked up in this thread's
+    /// front table of the default memory backend ([`MemoryBackend::front_hit`]), the hit
+    /// counted. No allocation, no lock, no shared write but the entry's frequency bits.
+    /// `None` (a miss there, a profile, a scoped override, caching disabled): the caller takes
+    /// the slow path, which looks again in the backend itself.
+    ///
+    /// [`MemoryBackend::front_hit`]: crate::MemoryBackend
+    #[inline(always)]
+    fn front_hit<A, V>(&'static self, args: &A, info: &CallInfo<'_>) -> Option<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        if self.meta.profile.is_some() || !registry::is_enabled() {
+            return None;
+        }
+        let mut buf = KeyBuf::new();
+        self.binary_key(args, info, &mut buf);
+        let key = LocalKey {
+            hash: local_hash(buf.as_bytes()),
+            bytes: buf.as_bytes(),
+        };
+        let stripe = crate::stats::stripe();
+        let v = registry::with_default_memory(|m, _| m.front_hit::<V>(&key, stripe))??;
+        self.on_hit_at(args, info, stripe);
+        Some(v)
+    }
+
+    #[cold]
+    fn disabled<V: Cacheable>(&'static self) -> Begin<V> {
+        self.register();
+        Begin::Fill(Filler::passthrough(self, None))
+    }
+
+    /// Everything after the in-process lookup of a sync call (a miss, a remote backend, a
+    /// refresh).
+    #[inline(never)]
+    fn begin_blocking_slow<A, V>(
         &'static self,
         args: &A,
         info: CallInfo<'_>,
@@ -392,64 +459,25 @@ impl FnCache {
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
         let flights_ended = self.flights_ended();
-        let probe = if mode == Mode::Normal {
-            self.local_probe::<V>(&LocalKey {
+        let mut known_miss = None;
+        if mode == Mode::Normal {
+            match self.local_probe::<V>(&LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
-            })
-        } else {
-            Probe::Other
-        };
-        if let Probe::Hit(v) = probe {
-            self.on_hit(args, &info);
-            return Begin::Hit(v);
+            }) {
+                Probe::Hit(v) => {
+                    self.on_hit(args, &info);
+                    return Begin::Hit(v);
+                }
+                Probe::Miss(lease) => known_miss = Some(lease),
+                Probe::Other => {}
+            }
         }
-        let known_miss = match probe {
-            Probe::Miss(lease) => Some(lease),
-            _ => None,
-        };
-        self.begin_blocking_slow(
-            args,
-            info,
-            deps,
-            mode,
-            &buf,
-            hash,
-            flights_ended,
-            known_miss,
-        )
-    }
-
-    #[cold]
-    fn disabled<V: Cacheable>(&'static self) -> Begin<V> {
-        self.register();
-        Begin::Fill(Filler::passthrough(self, None))
-    }
-
-    /// Everything after the in-process lookup of a sync call (a miss, a remote backend, a
-    /// refresh).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
-    fn begin_blocking_slow<A, V>(
-        &'static self,
-        args: &A,
-        info: CallInfo<'_>,
-        deps: &mut dyn FnMut(&mut Vec<String>),
-        mode: Mode,
-        buf: &KeyBuf,
-        hash: u64,
-        flights_ended: u64,
-        mut known_miss: Option<Lease>,
-    ) -> Begin<V>
-    where
-        A: KeyPart + ?Sized,
-        V: Cacheable,
-    {
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
         let backend: Arc<dyn Backend> = resolved.backend.clone();
-        let key = Key::from_buf(self.text_key(args, &info), buf, hash);
+        let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
         let options = self.options(&resolved, declared, &info);

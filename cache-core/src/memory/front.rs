@@ -134,7 +134,11 @@ mod tests {
     }
 
     fn hit(b: &MemoryBackend, k: &Key) -> Option<u64> {
-        match b.lookup_typed::<u64>(&k.local(), crate::stats::stripe(), Front::ReadWrite) {
+        let stripe = crate::stats::stripe();
+        if let Some(v) = b.front_hit::<u64>(&k.local(), stripe) {
+            return Some(v);
+        }
+        match b.lookup_typed::<u64>(&k.local(), stripe, Front::ReadWrite) {
             Typed::Hit(v) => Some(v),
             _ => None,
         }

@@ -645,40 +645,39 @@ impl MemoryBackend {
         }
     }
 
-    /// The typed hit path of `#[cached]` fns (what [`Backend::lookup_local`] does, without
-    /// dynamic dispatch or a virtual call on the value): `stripe` is the caller's
-    /// [`crate::stats::stripe`]. With `front` (the default backend's lookups, outermost on
-    /// their thread) a hit goes through the thread's front table first ([`front`]) and a hit
-    /// in a shard is remembered there.
+    /// The hit path of `#[cached]` fns on the default backend: the entry this thread's front
+    /// table ([`front`]) holds for the key, if it is still in its shard, unexpired and a `V`
+    /// (then read and counted exactly like a shard hit). `stripe` is the caller's
+    /// [`crate::stats::stripe`]. `None` sends the caller to [`Self::lookup_typed`].
     #[inline(always)]
+    pub(crate) fn front_hit<V: Clone + 'static>(
+        &self,
+        key: &LocalKey<'_>,
+        stripe: usize,
+    ) -> Option<V> {
+        if self.policy == EvictionPolicy::Lru {
+            return None; // an LRU hit moves the entry: only under the shard's write lock
+        }
+        let e = front::find(self.id, key.hash, key.bytes)?;
+        if !e.holds::<V>() || !e.read(&self.clock, self.policy == EvictionPolicy::S3Fifo) {
+            return None;
+        }
+        self.counters.hits.incr_at(stripe);
+        e.typed::<V>()
+    }
+
+    /// The typed lookup of `#[cached]` fns in the key's shard (what [`Backend::lookup_local`]
+    /// does, without dynamic dispatch or a virtual call on the value): `stripe` is the caller's
+    /// [`crate::stats::stripe`]. With [`Front::ReadWrite`] a hit is remembered in this
+    /// thread's front table.
+    #[inline]
     pub(crate) fn lookup_typed<V: Clone + 'static>(
         &self,
         key: &LocalKey<'_>,
         stripe: usize,
         front: Front,
     ) -> Typed<V> {
-        if self.policy != EvictionPolicy::Lru && front != Front::Skip {
-            if let Some(e) = front::find(self.id, key.hash, key.bytes) {
-                if e.read(&self.clock, self.policy == EvictionPolicy::S3Fifo) {
-                    self.counters.hits.incr_at(stripe);
-                    return match e.typed::<V>() {
-                        Some(v) => Typed::Hit(v),
-                        None => Typed::OtherType,
-                    };
-                }
-            }
-        }
-        self.lookup_shard(key, stripe, front == Front::ReadWrite)
-    }
-
-    /// [`Self::lookup_typed`] in the key's shard.
-    #[inline(never)]
-    fn lookup_shard<V: Clone + 'static>(
-        &self,
-        key: &LocalKey<'_>,
-        stripe: usize,
-        remember: bool,
-    ) -> Typed<V> {
+        let remember = front == Front::ReadWrite;
         if self.policy == EvictionPolicy::Lru {
             return self.lookup_typed_lru(key);
         }
@@ -845,12 +844,10 @@ impl MemoryBackend {
     }
 }
 
-/// How [`MemoryBackend::lookup_typed`] uses this thread's front table.
+/// Whether [`MemoryBackend::lookup_typed`] may write this thread's front table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Front {
-    /// Not at all (not the default backend).
-    Skip,
-    /// Read it (a lookup nested in another lookup of this thread: a value's `Clone`).
+    /// Read it only (a lookup nested in another lookup of this thread: a value's `Clone`).
     Read,
     /// Read it and remember a shard hit in it (the outermost lookup of this thread).
     ReadWrite,

@@ -127,6 +127,12 @@ fn any_parts(value: &SharedValue) -> (TypeId, usize) {
 }
 
 impl Entry {
+    /// Whether the value is a `V`.
+    #[inline(always)]
+    pub(crate) fn holds<V: 'static>(&self) -> bool {
+        self.any_type == TypeId::of::<V>()
+    }
+
     /// A clone of the value if it is a `V`.
     #[inline]
     pub(crate) fn typed<V: Clone + 'static>(&self) -> Option<V> {
