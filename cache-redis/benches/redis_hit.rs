@@ -7,7 +7,8 @@
 //! * `redis_hit_throughput_64`: 64 concurrent tasks, raw `GET` on one multiplexed connection vs
 //!   the backend (one multiplexed connection too).
 //! * `redis_miss_with_deps`: a miss + fill with two dependencies; the round trips per miss are
-//!   counted with `INFO commandstats` and printed.
+//!   counted with `MONITOR` (the commands clients sent; `INFO commandstats` also counts the
+//!   commands scripts run, such as the set script's `GET` of the generation) and printed.
 //!
 //! Run: `cargo bench -p cache-redis --bench redis_hit`
 
@@ -19,6 +20,9 @@ use cache_core::{registry, value, Backend, EntryOptions, Key, Lookup};
 use cache_redis::RedisBackend;
 use criterion::{criterion_group, criterion_main, Criterion};
 use test_support::{require_redis_server, RedisServer};
+
+#[path = "../tests/redis_common/mod.rs"]
+mod common;
 
 const TASKS: usize = 64;
 
@@ -45,28 +49,6 @@ async fn hit_fn(x: u64) -> String {
                 .await
         }
     }
-}
-
-/// Commands the clients sent (each is one round trip): the backend sends only GET or MGET
-/// (lookup) and EVALSHA / EVAL / SCRIPT (scripts) on this path; commands run inside scripts
-/// are not counted.
-fn round_trips(con: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(con).unwrap();
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let top = matches!(
-                name,
-                "cmdstat_get"
-                    | "cmdstat_mget"
-                    | "cmdstat_evalsha"
-                    | "cmdstat_eval"
-                    | "cmdstat_script"
-            );
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?;
-            top.then(|| calls.parse::<u64>().ok()).flatten()
-        })
-        .sum()
 }
 
 /// Runs `tasks` tasks doing `per_task` calls of `op` each; returns the wall time.
@@ -299,14 +281,14 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // a miss with dependencies: lookup + fill (function cost excluded)
-    let mut con = server.connection().unwrap();
     let options = EntryOptions::new()
         .ttl(Duration::from_secs(60))
         .depends_on("user:1")
         .depends_on("team:1");
     let n = 1000u64;
-    let before = round_trips(&mut con);
-    rt.block_on(async {
+    let per_miss = rt.block_on(async {
+        let mut monitor = common::Monitor::start(&server);
+        monitor.take().await;
         for i in 0..n {
             let k = Key::from_text(format!("bench::miss({i})"));
             let Lookup::Miss(lease) = shared.get(&k).await.unwrap() else {
@@ -317,8 +299,8 @@ fn bench(c: &mut Criterion) {
                 .await
                 .unwrap();
         }
+        monitor.take().await.len() as f64 / n as f64
     });
-    let per_miss = (round_trips(&mut con) - before) as f64 / n as f64;
     println!("redis_miss_with_deps: {per_miss:.2} round trips per miss + fill (2 dependencies)");
     let mut g = c.benchmark_group("redis_miss_with_deps");
     g.measurement_time(Duration::from_secs(4));

@@ -17,7 +17,8 @@
 //!   entry, its dependency list and its reverse-index memberships. A miss with dependencies is
 //!   thus 2 round trips plus the function.
 //! * **Invalidate / remove**: one script; transitive; stamps every name it reaches with a new
-//!   generation (what the set script compares against).
+//!   generation (what the set script compares against) and leaves a tombstone with that
+//!   generation in place of every entry it removes.
 //! * **Sliding expiry**: refreshed after a hit by a `PEXPIRE` sent from the backend's runtime
 //!   thread, which the caller does not wait for.
 //! * **Fail-open**: every operation is bounded by `op_timeout` and passes the circuit breaker;

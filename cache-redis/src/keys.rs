@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{T}` | string | the entry: envelope + MessagePack ([`crate::envelope`]) |
+//! | `P:{T}` | string | the entry: envelope + MessagePack ([`crate::envelope`]); or a tombstone (60 s after an invalidation removed it) |
 //! | `P:{T}:deps` | set | the entry's dependencies (forward list) |
 //! | `P:{T}:lock` | string | distributed single-flight lock (token) |
 //! | `P:dep:{D}` | set | key texts of the entries depending on `D` (reverse index) |

@@ -40,11 +40,27 @@ pub struct Monitor {
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     marker: redis::Connection,
     next: u64,
+    /// The client id of the monitoring connection (killed on drop: that ends the thread).
+    id: i64,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(self.id)
+            .query::<i64>(&mut self.marker);
+    }
 }
 
 impl Monitor {
     pub fn start(server: &RedisServer) -> Monitor {
         let mut con = server.connection().expect("monitor connection");
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query(&mut con)
+            .expect("CLIENT ID");
         redis::cmd("MONITOR")
             .query::<()>(&mut con)
             .expect("MONITOR");
@@ -63,6 +79,7 @@ impl Monitor {
             lines,
             marker: server.connection().expect("marker connection"),
             next: 0,
+            id,
         }
     }
 
