@@ -82,24 +82,6 @@ fn sync_hits_do_not_allocate() {
     });
 }
 
-/// No scoped override: the default backend's path, through this thread's front table (whose
-/// slots are allocated once per thread, on the first hit in a shard).
-#[test]
-fn default_backend_hits_do_not_allocate() {
-    let tags = [4, 5];
-    for _ in 0..2 {
-        assert_eq!(lookup(2, "abc", &tags), 7); // a miss, then a hit found in the shard
-        assert_eq!(Repo.find(8), Some(8));
-    }
-    let n = allocations_in(|| {
-        for _ in 0..1000 {
-            assert_eq!(lookup(2, "abc", &tags), 7);
-            assert_eq!(Repo.find(8), Some(8));
-        }
-    });
-    assert_eq!(n, 0, "allocations on 2000 memory hits");
-}
-
 #[test]
 fn async_hits_do_not_allocate() {
     let rt = tokio::runtime::Builder::new_current_thread()

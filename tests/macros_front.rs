@@ -4,6 +4,8 @@
 //! clock, and check that the front serves exactly what the shard would: nothing invalidated,
 //! replaced, cleared or expired (eviction: `memory` unit tests), sliding deadlines pushed, hits counted.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,14 +13,49 @@ use std::time::Duration;
 use cache_core::memory::ManualClock;
 use cache_core::{cached, registry, Backend, MemoryBackend};
 
+/// Counts allocations per thread (no test here uses a scoped override, so every call takes the
+/// default backend's fast path deterministically).
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 struct Installed {
     backend: Arc<MemoryBackend>,
     clock: ManualClock,
 }
 
-/// One default backend for this test binary (tests use distinct fns, so they don't share
-/// entries; the clock only moves entries that have a ttl, which only `expiry` uses).
-fn installed() -> &'static Installed {
+/// One default backend for this test binary, and a lock each test holds: tests use distinct
+/// fns, but one clears the backend and one moves its clock, so they run one at a time.
+fn installed() -> (&'static Installed, std::sync::MutexGuard<'static, ()>) {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    (installed_backend(), guard)
+}
+
+fn installed_backend() -> &'static Installed {
     static INSTALLED: OnceLock<Installed> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let clock = ManualClock::new();
@@ -46,7 +83,7 @@ fn inv(x: u64) -> usize {
 
 #[test]
 fn an_invalidated_entry_is_not_served_from_the_front() {
-    installed();
+    let _serial = installed();
     let first = inv(1);
     for _ in 0..5 {
         assert_eq!(inv(1), first);
@@ -68,7 +105,7 @@ fn other_thread(x: u64) -> usize {
 
 #[test]
 fn an_invalidation_on_another_thread_reaches_this_threads_front() {
-    installed();
+    let _serial = installed();
     let first = other_thread(2);
     for _ in 0..5 {
         assert_eq!(other_thread(2), first);
@@ -91,7 +128,7 @@ fn refreshed(x: u64) -> usize {
 
 #[test]
 fn a_replaced_entry_is_not_served_from_the_front() {
-    installed();
+    let _serial = installed();
     let first = refreshed(3);
     for _ in 0..5 {
         assert_eq!(refreshed(3), first);
@@ -123,7 +160,8 @@ fn sliding(x: u64) -> usize {
 
 #[test]
 fn expiry_and_sliding_hold_through_the_front() {
-    let clock = &installed().clock;
+    let (installed, _serial) = installed();
+    let clock = &installed.clock;
     let first = expiring(4);
     let slid = sliding(4);
     for _ in 0..5 {
@@ -161,7 +199,8 @@ fn counted(x: u64) -> usize {
 /// own fn only; the hit counts it reads are this fn's own.
 #[test]
 fn cleared_entries_are_not_served_and_front_hits_are_counted() {
-    let backend = &installed().backend;
+    let (installed, _serial) = installed();
+    let backend = &installed.backend;
     let first = cleared(5);
     for _ in 0..5 {
         assert_eq!(cleared(5), first);
@@ -216,7 +255,7 @@ fn outer(x: u64) -> Reentrant {
 
 #[test]
 fn a_value_clone_that_calls_cached_fns_is_safe() {
-    installed();
+    let _serial = installed();
     for round in 0..3 {
         for x in 0..40 {
             assert_eq!(outer(x), Reentrant(x * 10), "round {round}, key {x}");
@@ -225,4 +264,28 @@ fn a_value_clone_that_calls_cached_fns_is_safe() {
     for k in 0..600 {
         assert_eq!(leaf(k), k + 1);
     }
+}
+
+#[cached]
+fn no_alloc(id: u64, name: &str) -> u64 {
+    id + name.len() as u64
+}
+
+/// Front-table hits allocate nothing (the table's slots are allocated once per thread, on its
+/// first hit in a shard).
+#[test]
+fn front_hits_do_not_allocate() {
+    let _serial = installed();
+    for _ in 0..2 {
+        assert_eq!(no_alloc(2, "abc"), 5); // a miss, then a hit found in the shard
+    }
+    let before = ALLOCS.with(Cell::get);
+    for _ in 0..1000 {
+        assert_eq!(no_alloc(2, "abc"), 5);
+    }
+    assert_eq!(
+        ALLOCS.with(Cell::get) - before,
+        0,
+        "allocations on 1000 hits"
+    );
 }

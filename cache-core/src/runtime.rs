@@ -266,10 +266,6 @@ impl FnCache {
         }
     }
 
-    fn on_hit<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>) {
-        self.on_hit_at(args, info, crate::stats::stripe());
-    }
-
     /// Counts a hit (through this thread's counter stripe) and records the entry as a
     /// dependency of the enclosing fill, if any.
     #[inline(always)]
@@ -293,11 +289,6 @@ impl FnCache {
         A: KeyPart + ?Sized + Sync,
         V: Cacheable,
     {
-        if mode == Mode::Normal {
-            if let Some(v) = self.front_hit::<A, V>(args, &info) {
-                return Begin::Hit(v);
-            }
-        }
         if !registry::is_enabled() {
             self.register();
             return Begin::Fill(Filler::passthrough(self, None));
@@ -305,15 +296,17 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let mut known_miss = None;
         let flights_ended = self.flights_ended();
+        let mut known_miss = None;
         if mode == Mode::Normal {
-            match self.local_probe::<V>(&LocalKey {
+            let stripe = crate::stats::stripe();
+            let key = LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
-            }) {
+            };
+            match self.probe::<V>(&key, stripe) {
                 Probe::Hit(v) => {
-                    self.on_hit(args, &info);
+                    self.on_hit_at(args, &info, stripe);
                     return Begin::Hit(v);
                 }
                 Probe::Miss(lease) => known_miss = Some(lease),
@@ -382,66 +375,11 @@ impl FnCache {
 
     /// Starts a call of a sync cached function.
     ///
-    /// The hit path is this inlined part ([`Self::front_hit`]); everything else is in
-    /// [`Self::begin_blocking_slow`].
+    /// The hit path is this inlined part: the binary key built on the stack and hashed, looked
+    /// up in process ([`Self::probe`]), the hit counted. Everything else is out of line
+    /// ([`Self::begin_blocking_keyed`]).
     #[inline]
     pub fn begin_blocking<A, V>(
-        &'static self,
-        args: &A,
-        info: CallInfo<'_>,
-        deps: &mut dyn FnMut(&mut Vec<String>),
-        mode: Mode,
-    ) -> Begin<V>
-    where
-        A: KeyPart + ?Sized,
-        V: Cacheable,
-    {
-        if mode == Mode::Normal {
-            if let Some(v) = self.front_hit::<A, V>(args, &info) {
-                return Begin::Hit(v);
-            }
-        }
-        self.begin_blocking_slow(args, info, deps, mode)
-    }
-
-    /// The hit path: the binary key built on the stack and hashed, looked up in this thread's
-    /// front table of the default memory backend ([`MemoryBackend::front_hit`]), the hit
-    /// counted. No allocation, no lock, no shared write but the entry's frequency bits.
-    /// `None` (a miss there, a profile, a scoped override, caching disabled): the caller takes
-    /// the slow path, which looks again in the backend itself.
-    ///
-    /// [`MemoryBackend::front_hit`]: crate::MemoryBackend
-    #[inline(always)]
-    fn front_hit<A, V>(&'static self, args: &A, info: &CallInfo<'_>) -> Option<V>
-    where
-        A: KeyPart + ?Sized,
-        V: Cacheable,
-    {
-        if self.meta.profile.is_some() || !registry::is_enabled() {
-            return None;
-        }
-        let mut buf = KeyBuf::new();
-        self.binary_key(args, info, &mut buf);
-        let key = LocalKey {
-            hash: local_hash(buf.as_bytes()),
-            bytes: buf.as_bytes(),
-        };
-        let stripe = crate::stats::stripe();
-        let v = registry::with_default_memory(|m, _| m.front_hit::<V>(&key, stripe))??;
-        self.on_hit_at(args, info, stripe);
-        Some(v)
-    }
-
-    #[cold]
-    fn disabled<V: Cacheable>(&'static self) -> Begin<V> {
-        self.register();
-        Begin::Fill(Filler::passthrough(self, None))
-    }
-
-    /// Everything after the in-process lookup of a sync call (a miss, a remote backend, a
-    /// refresh).
-    #[inline(never)]
-    fn begin_blocking_slow<A, V>(
         &'static self,
         args: &A,
         info: CallInfo<'_>,
@@ -461,23 +399,62 @@ impl FnCache {
         let flights_ended = self.flights_ended();
         let mut known_miss = None;
         if mode == Mode::Normal {
-            match self.local_probe::<V>(&LocalKey {
+            let stripe = crate::stats::stripe();
+            let key = LocalKey {
                 hash,
                 bytes: buf.as_bytes(),
-            }) {
+            };
+            match self.probe::<V>(&key, stripe) {
                 Probe::Hit(v) => {
-                    self.on_hit(args, &info);
+                    self.on_hit_at(args, &info, stripe);
                     return Begin::Hit(v);
                 }
                 Probe::Miss(lease) => known_miss = Some(lease),
                 Probe::Other => {}
             }
         }
+        self.begin_blocking_keyed(
+            args,
+            info,
+            deps,
+            mode,
+            &buf,
+            hash,
+            flights_ended,
+            known_miss,
+        )
+    }
+
+    #[cold]
+    fn disabled<V: Cacheable>(&'static self) -> Begin<V> {
+        self.register();
+        Begin::Fill(Filler::passthrough(self, None))
+    }
+
+    /// Everything after the in-process lookups of a sync call: a miss, a remote backend, a
+    /// refresh.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn begin_blocking_keyed<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+        mode: Mode,
+        buf: &KeyBuf,
+        hash: u64,
+        flights_ended: u64,
+        mut known_miss: Option<Lease>,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
         let backend: Arc<dyn Backend> = resolved.backend.clone();
-        let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
+        let key = Key::from_buf(self.text_key(args, &info), buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
         let options = self.options(&resolved, declared, &info);
@@ -544,25 +521,29 @@ impl FnCache {
         Some(v)
     }
 
-    /// The hit path: the in-process lookup of the backend this function uses, cloning the
-    /// typed value out of the stored one. No allocation, no lock, no reference count.
+    /// The in-process lookup: first this thread's front table of the default memory backend
+    /// ([`MemoryBackend::front_hit`](crate::MemoryBackend): no lock, no probe, no shared write
+    /// but the entry's frequency bits), then that backend's shard ([`shard_probe`], out of
+    /// line), or the in-process lookup of another backend (a profile's, a scoped override's).
+    /// No allocation, no global lock. The caller counts a hit with `stripe`.
     #[inline(always)]
-    fn local_probe<V: Cacheable>(&self, key: &LocalKey<'_>) -> Probe<V> {
+    fn probe<V: Cacheable>(&self, key: &LocalKey<'_>, stripe: usize) -> Probe<V> {
         if self.meta.profile.is_none() {
-            // the common case: the default backend is (or hits in) a memory backend, called
-            // directly
-            if let Some(found) = registry::with_default_memory(|m, front| {
-                m.lookup_typed::<V>(key, crate::stats::stripe(), front)
-            }) {
-                return match found {
-                    Typed::Hit(v) => Probe::Hit(v),
-                    Typed::Miss(lease) if registry::default_misses_are_final() => {
-                        Probe::Miss(lease)
-                    }
-                    Typed::Miss(_) | Typed::OtherType => Probe::Other,
-                };
+            if let Some(found) =
+                registry::with_default_memory(|m, front| match m.front_hit::<V>(key, stripe) {
+                    Some(v) => Probe::Hit(v),
+                    None => shard_probe::<V>(m, key, stripe, front),
+                })
+            {
+                return found;
             }
         }
+        self.probe_backend(key)
+    }
+
+    /// [`Self::probe`] in the backend of this function's profile or of a scoped override.
+    #[inline(never)]
+    fn probe_backend<V: Cacheable>(&self, key: &LocalKey<'_>) -> Probe<V> {
         registry::with_backend_of(self.meta.profile, |b| probe_local::<V>(b, key))
     }
 
@@ -720,6 +701,22 @@ impl FnCache {
 
     fn backend(&self) -> Arc<dyn Backend> {
         registry::current_backend(self.meta.profile)
+    }
+}
+
+/// [`FnCache::probe`] in the shard of the default memory backend `m`, after its front table
+/// missed.
+#[inline(always)]
+fn shard_probe<V: Cacheable>(
+    m: &crate::MemoryBackend,
+    key: &LocalKey<'_>,
+    stripe: usize,
+    front: crate::memory::Front,
+) -> Probe<V> {
+    match m.lookup_typed::<V>(key, stripe, front) {
+        Typed::Hit(v) => Probe::Hit(v),
+        Typed::Miss(lease) if registry::default_misses_are_final() => Probe::Miss(lease),
+        Typed::Miss(_) | Typed::OtherType => Probe::Other,
     }
 }
 

@@ -18,18 +18,37 @@ use std::sync::Arc;
 
 use super::store::{key_eq, Entry};
 
-/// Slots per thread (direct-mapped by hash; 16 bytes each, allocated on a thread's first
-/// hit).
+/// Slots per thread (direct-mapped by hash; 24 bytes each, allocated on a thread's first
+/// hit in a shard).
 pub(crate) const SLOTS: usize = 256;
+
+/// A slot's entry gives way after this many offers for other keys without a hit in between.
+const ADMIT_AFTER: u8 = 8;
+
+/// Offers (lookups that missed the table and hit a shard) per window of the bypass decision.
+const WINDOW: u32 = 512;
+
+/// Lookups that skip the table after a window in which it served fewer than a third of the
+/// hits (a working set much larger than the table, without hot keys: looking first in the
+/// table only adds work there).
+const BYPASS: u32 = 16_384;
 
 struct Slot {
     hash: u64,
     entry: Option<Arc<Entry>>,
+    /// Offers refused since the slot's entry was last hit.
+    conflicts: Cell<u8>,
 }
 
-struct Table {
+pub(crate) struct Table {
     /// The id of the backend whose entries the slots hold.
     owner: u64,
+    /// Lookups left to skip the table (see [`BYPASS`]).
+    bypass: Cell<u32>,
+    /// Hits served in the current window.
+    hits: Cell<u32>,
+    /// Offers made in the current window.
+    offers: Cell<u32>,
     slots: [Slot; SLOTS],
 }
 
@@ -70,57 +89,131 @@ pub(crate) fn find<'a>(owner: u64, hash: u64, key: &[u8]) -> Option<&'a Entry> {
     // outermost lookup (`store`), so the entry returned stays in its slot (and alive as an
     // allocation) until the lookup that asked for it returns.
     let table = unsafe { &*table };
-    let slot = &table.slots[index(hash)];
-    let e = slot.entry.as_deref()?;
-    if table.owner != owner || slot.hash != hash || !key_eq(&e.key, key) || !e.is_alive() {
+    let bypass = table.bypass.get();
+    if bypass != 0 {
+        table.bypass.set(bypass - 1);
         return None;
     }
+    let slot = &table.slots[index(hash)];
+    let e = slot.entry.as_deref()?;
+    if table.owner != owner || slot.hash != hash || !key_eq(e.key.as_slice(), key) || !e.is_alive()
+    {
+        return None;
+    }
+    if slot.conflicts.get() != 0 {
+        slot.conflicts.set(0);
+    }
+    table.hits.set(table.hits.get().wrapping_add(1));
     Some(e)
 }
 
-/// Puts `entry` (of backend `owner`) in this thread's table. Call only from the outermost
-/// lookup of the thread. Returns what it displaced, for the caller to drop when it is done
+/// Offers `entry` (of backend `owner`, just hit in its shard) to this thread's table: it takes
+/// its slot if the slot is free, holds another backend's entry, or saw [`ADMIT_AFTER`] offers
+/// for other keys since its entry was last hit. With more hot keys than slots, the keys hit
+/// most keep their slots instead of every hit swapping one in and out (each swap is two
+/// reference-count writes on shared entries). Decided before the `Arc` is cloned: a refused
+/// offer costs a few loads and a thread-local store. Every [`WINDOW`] offers, a table that
+/// served fewer than half as many hits as it was offered is bypassed for [`BYPASS`] lookups.
+/// `entry` gives the entry's `Arc` if it is taken. Call only from the outermost lookup of the
+/// thread. Returns what it displaced, for the caller to drop when it is done with the table
 /// (dropping a value runs user code).
-pub(crate) fn store(owner: u64, entry: Arc<Entry>) -> Displaced {
-    let mut table = TABLE.with(|t| t.get());
+#[inline]
+pub(crate) fn offer(
+    owner: u64,
+    hash: u64,
+    entry: impl FnOnce() -> Option<Arc<Entry>>,
+) -> Displaced {
+    let table = TABLE.with(|t| t.get());
     if table.is_null() {
-        if RELEASE.try_with(|_| ()).is_err() {
-            return Displaced::default(); // the thread is exiting
-        }
-        let fresh = Box::new(Table {
-            owner,
-            slots: std::array::from_fn(|_| Slot {
-                hash: 0,
-                entry: None,
-            }),
-        });
-        table = Box::into_raw(fresh);
-        TABLE.with(|t| t.set(table));
+        return match entry() {
+            Some(e) => first_store(owner, e),
+            None => Displaced::Nothing,
+        };
     }
     // SAFETY: this thread's table; the caller is the outermost lookup, so no reference into
     // it is held.
     let table = unsafe { &mut *table };
-    let mut displaced = Displaced::default();
-    if table.owner != owner {
-        table.owner = owner;
-        displaced._others = table
-            .slots
-            .iter_mut()
-            .filter_map(|s| s.entry.take())
-            .collect();
+    if table.bypass.get() != 0 {
+        return Displaced::Nothing;
     }
-    let slot = &mut table.slots[index(entry.hash)];
-    slot.hash = entry.hash;
-    displaced._slot = slot.entry.replace(entry);
-    displaced
+    let offers = table.offers.get() + 1;
+    if offers < WINDOW {
+        table.offers.set(offers);
+    } else {
+        // the end of a window: skip the table for a while if it served too few of the hits
+        if table.hits.get() < WINDOW / 2 {
+            table.bypass.set(BYPASS);
+        }
+        table.offers.set(0);
+        table.hits.set(0);
+    }
+    if table.owner != owner {
+        // another backend's entries (the default changed): a fresh table, the old one dropped
+        // by the caller
+        let old = std::mem::replace(table, Table::new(owner));
+        let slot = &mut table.slots[index(hash)];
+        slot.hash = hash;
+        slot.entry = entry();
+        return Displaced::Table(Box::new(old));
+    }
+    let slot = &mut table.slots[index(hash)];
+    if slot.entry.is_some() {
+        // not asking whether the held entry is alive: that would read another entry's memory
+        // on every offer (a dead one gives way after a few offers like any other)
+        let conflicts = slot.conflicts.get() + 1;
+        if conflicts < ADMIT_AFTER {
+            slot.conflicts.set(conflicts);
+            return Displaced::Nothing; // its entry keeps the slot this time
+        }
+    }
+    let Some(entry) = entry() else {
+        return Displaced::Nothing;
+    };
+    slot.hash = hash;
+    slot.conflicts.set(0);
+    match slot.entry.replace(entry) {
+        Some(old) => Displaced::Entry(old),
+        None => Displaced::Nothing,
+    }
 }
 
-/// Entries taken out of the table, dropped by the caller once it no longer reads the table.
-#[derive(Default)]
+/// The thread's first offer: allocates its table.
+#[cold]
+fn first_store(owner: u64, entry: Arc<Entry>) -> Displaced {
+    if RELEASE.try_with(|_| ()).is_err() {
+        return Displaced::Nothing; // the thread is exiting
+    }
+    let mut fresh = Box::new(Table::new(owner));
+    let slot = &mut fresh.slots[index(entry.hash)];
+    slot.hash = entry.hash;
+    slot.entry = Some(entry);
+    TABLE.with(|t| t.set(Box::into_raw(fresh)));
+    Displaced::Nothing
+}
+
+impl Table {
+    fn new(owner: u64) -> Self {
+        Table {
+            owner,
+            bypass: Cell::new(0),
+            hits: Cell::new(0),
+            offers: Cell::new(0),
+            slots: std::array::from_fn(|_| Slot {
+                hash: 0,
+                entry: None,
+                conflicts: Cell::new(0),
+            }),
+        }
+    }
+}
+
+/// What an offer took out of the table, dropped by the caller once it no longer reads the
+/// table.
 #[must_use]
-pub(crate) struct Displaced {
-    _slot: Option<Arc<Entry>>,
-    _others: Vec<Arc<Entry>>,
+pub(crate) enum Displaced {
+    Nothing,
+    Entry(#[allow(dead_code)] Arc<Entry>),
+    Table(#[allow(dead_code)] Box<Table>),
 }
 
 #[cfg(test)]

@@ -632,14 +632,14 @@ impl MemoryBackend {
                 shard
                     .read()
                     .get(key.hash, key.bytes, &self.clock, true)
-                    .map(|e| &**e),
+                    .map(|(e, _)| e),
                 on_hit,
             ),
             EvictionPolicy::Fifo => visit(
                 shard
                     .read()
                     .get(key.hash, key.bytes, &self.clock, false)
-                    .map(|e| &**e),
+                    .map(|(e, _)| e),
                 on_hit,
             ),
         }
@@ -670,7 +670,7 @@ impl MemoryBackend {
     /// does, without dynamic dispatch or a virtual call on the value): `stripe` is the caller's
     /// [`crate::stats::stripe`]. With [`Front::ReadWrite`] a hit is remembered in this
     /// thread's front table.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup_typed<V: Clone + 'static>(
         &self,
         key: &LocalKey<'_>,
@@ -690,13 +690,17 @@ impl MemoryBackend {
                     &self.clock,
                     self.policy == EvictionPolicy::S3Fifo,
                 )
-                .map(|e| (e.typed::<V>(), remember.then(|| e.clone())))
+                .map(|(e, slot)| {
+                    let displaced = remember
+                        .then(|| front::offer(self.id, key.hash, || shard.arc_at(slot).cloned()));
+                    (e.typed::<V>(), displaced)
+                })
         };
         match found {
-            Some((v, entry)) => {
+            Some((v, displaced)) => {
                 self.counters.hits.incr_at(stripe);
                 // after the shard lock: dropping a displaced entry may run user code
-                let _displaced = entry.map(|e| front::store(self.id, e));
+                drop(displaced);
                 match v {
                     Some(v) => Typed::Hit(v),
                     None => Typed::OtherType,
@@ -740,7 +744,7 @@ impl MemoryBackend {
             .saturating_add(local.bytes.len() as u64)
             .saturating_add(text.len() as u64);
         let expiry = Expiry::new(self.clock.now(), options.ttl, options.sliding);
-        let key_bytes: Box<[u8]> = local.bytes.into();
+        let key_bytes = store::KeyBytes::new(local.bytes);
         let shard_idx = self.shard_of(local.hash);
         let mut displaced = Displaced::default();
 

@@ -92,11 +92,25 @@ impl Expiry {
     }
 }
 
-/// A stored entry.
+/// A stored entry. The fields a hit reads come first (`repr(C)`), so a hit touches the start
+/// of the allocation only.
+#[repr(C)]
 pub(crate) struct Entry {
     pub(crate) hash: u64,
-    /// The binary key (what lookups compare).
-    pub(crate) key: Box<[u8]>,
+    /// The binary key (what lookups compare), inline when short.
+    pub(crate) key: KeyBytes,
+    /// `TypeId` of the value's `as_any()`, and the address it points to (inside `value`, which
+    /// this entry keeps alive and never mutates): a typed hit reads the value without a
+    /// virtual call.
+    any_type: TypeId,
+    any_addr: usize,
+    pub(crate) expiry: Expiry,
+    /// S3-FIFO read frequency (0..=3).
+    freq: AtomicU8,
+    /// True while the entry is in its shard: cleared when it leaves (removed, evicted, expired,
+    /// replaced, cleared), which is how a thread's front table ([`super::front`]) learns that a
+    /// pointer it holds is no longer served.
+    alive: AtomicBool,
     /// The readable key (an implicit dependency of the entry).
     pub(crate) text: Arc<str>,
     pub(crate) value: SharedValue,
@@ -105,18 +119,60 @@ pub(crate) struct Entry {
     /// Unique for the backend's lifetime.
     pub(crate) id: u64,
     pub(crate) weight: u64,
-    pub(crate) expiry: Expiry,
-    /// S3-FIFO read frequency (0..=3).
-    freq: AtomicU8,
-    /// `TypeId` of the value's `as_any()`, and the address it points to (inside `value`, which
-    /// this entry keeps alive and never mutates): a typed hit reads the value without a
-    /// virtual call.
-    any_type: TypeId,
-    any_addr: usize,
-    /// True while the entry is in its shard: cleared when it leaves (removed, evicted, expired,
-    /// replaced, cleared), which is how a thread's front table ([`super::front`]) learns that a
-    /// pointer it holds is no longer served.
-    alive: AtomicBool,
+}
+
+/// The address of an entry held by an `Arc` in its shard's slab. The shard's table keeps one
+/// per key, written under the shard's write lock whenever the slab's `Arc` changes (insert,
+/// remove, value replaced), and read under its read lock, so it always points to an entry the
+/// slab keeps alive.
+#[derive(Clone, Copy)]
+struct EntryPtr(*const Entry);
+
+// SAFETY: an `EntryPtr` is only dereferenced under the lock of the shard that holds it, while
+// the `Arc` it was taken from is in that shard's slab (see `EntryPtr`); `Entry` is Send + Sync.
+unsafe impl Send for EntryPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for EntryPtr {}
+
+impl EntryPtr {
+    /// # Safety
+    /// The shard's `Arc` of this entry is still in its slab and the shard is borrowed.
+    #[inline(always)]
+    unsafe fn get<'a>(self) -> &'a Entry {
+        // SAFETY: the caller's contract
+        unsafe { &*self.0 }
+    }
+}
+
+/// Bytes of a binary key kept inside the entry (longer keys are boxed).
+const INLINE_KEY: usize = 30;
+
+/// A binary key: inline up to [`INLINE_KEY`] bytes (a hit compares it without another memory
+/// access), else on the heap.
+#[derive(Clone)]
+pub(crate) enum KeyBytes {
+    Inline(u8, [u8; INLINE_KEY]),
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
+        if bytes.len() <= INLINE_KEY {
+            let mut inline = [0u8; INLINE_KEY];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            KeyBytes::Inline(bytes.len() as u8, inline)
+        } else {
+            KeyBytes::Heap(bytes.into())
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline(n, b) => &b[..(*n as usize).min(INLINE_KEY)],
+            KeyBytes::Heap(b) => b,
+        }
+    }
 }
 
 /// The `TypeId` of `value.as_any()` and the address it points to (inside `value`'s
@@ -148,7 +204,7 @@ impl Entry {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         hash: u64,
-        key: Box<[u8]>,
+        key: KeyBytes,
         text: Arc<str>,
         value: SharedValue,
         deps: Box<[Arc<str>]>,
@@ -223,7 +279,9 @@ pub(crate) struct Displaced {
 
 /// One shard (held in a `RwLock` by the backend).
 pub(crate) struct Shard {
-    table: HashTable<u32>,
+    /// Slot and entry of every key: a probe compares the entry it points to without reading
+    /// the slab (the slab's `Arc` keeps the entry where the pointer says).
+    table: HashTable<(u32, EntryPtr)>,
     nodes: Vec<Node>,
     free: Vec<u32>,
     /// `[MAIN, SMALL]`.
@@ -286,28 +344,25 @@ impl Shard {
 
     #[inline]
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        let nodes = &self.nodes;
-        self.table
-            .find(hash, |&i| match nodes.get(i as usize) {
-                Some(Node { entry: Some(e), .. }) => e.hash == hash && key_eq(&e.key, key),
-                _ => false,
-            })
-            .copied()
+        self.find_entry(hash, key).map(|(_, slot)| slot)
     }
 
-    /// [`Self::find`], answering the entry itself (one slab access on the hit path).
+    /// The entry of `key` and its slot: one probe, one entry read.
     #[inline(always)]
-    fn find_entry(&self, hash: u64, key: &[u8]) -> Option<&Arc<Entry>> {
-        let nodes = &self.nodes;
-        let mut found = None;
-        self.table.find(hash, |&i| match nodes.get(i as usize) {
-            Some(Node { entry: Some(e), .. }) if e.hash == hash && key_eq(&e.key, key) => {
-                found = Some(e);
-                true
-            }
-            _ => false,
+    fn find_entry(&self, hash: u64, key: &[u8]) -> Option<(&Entry, u32)> {
+        let &(slot, ptr) = self.table.find(hash, |&(_, p)| {
+            // SAFETY: see `EntryPtr`
+            let e = unsafe { p.get() };
+            e.hash == hash && key_eq(e.key.as_slice(), key)
         })?;
-        found
+        // SAFETY: see `EntryPtr`; the borrow of `self` keeps the slab (and its `Arc`) as is
+        Some((unsafe { ptr.get() }, slot))
+    }
+
+    /// The `Arc` of the entry at `slot`.
+    #[inline]
+    pub(crate) fn arc_at(&self, slot: u32) -> Option<&Arc<Entry>> {
+        self.nodes.get(slot as usize)?.entry.as_ref()
     }
 
     #[inline]
@@ -323,12 +378,12 @@ impl Shard {
         key: &[u8],
         clock: &Clock,
         count: bool,
-    ) -> Option<&Arc<Entry>> {
-        let e = self.find_entry(hash, key)?;
+    ) -> Option<(&Entry, u32)> {
+        let (e, slot) = self.find_entry(hash, key)?;
         if !e.read(clock, count) {
             return None;
         }
-        Some(e)
+        Some((e, slot))
     }
 
     /// The LRU hit path, under the write lock: moves the entry to the front.
@@ -366,7 +421,7 @@ impl Shard {
             _ => MAIN,
         };
         let mut freq = 0;
-        if let Some(slot) = self.find(entry.hash, &entry.key) {
+        if let Some(slot) = self.find(entry.hash, entry.key.as_slice()) {
             if let Some((old, old_queue)) = self.remove_at(slot) {
                 if policy == EvictionPolicy::S3Fifo && old_queue == MAIN {
                     queue = MAIN;
@@ -403,13 +458,13 @@ impl Shard {
                 (self.nodes.len() - 1) as u32
             }
         };
-        let nodes = &self.nodes;
-        self.table.insert_unique(hash, slot, |&i| {
-            nodes
-                .get(i as usize)
-                .and_then(|n| n.entry.as_ref())
-                .map_or(0, |e| e.hash)
-        });
+        let ptr = match &self.nodes[slot as usize].entry {
+            Some(e) => EntryPtr(Arc::as_ptr(e)),
+            None => return None,
+        };
+        // SAFETY (rehash): see `EntryPtr`
+        self.table
+            .insert_unique(hash, (slot, ptr), |&(_, p)| unsafe { p.get() }.hash);
         self.nodes[slot as usize].links.queue = queue;
         self.queues[queue as usize].push_head(&mut self.nodes, slot, weight);
         Some(slot)
@@ -486,7 +541,7 @@ impl Shard {
         let e = node.entry.as_ref()?;
         let (hash, weight, queue) = (e.hash, e.weight, node.links.queue);
         self.queues[queue as usize].unlink(&mut self.nodes, slot, weight);
-        if let Ok(found) = self.table.find_entry(hash, |&i| i == slot) {
+        if let Ok(found) = self.table.find_entry(hash, |&(i, _)| i == slot) {
             found.remove();
         }
         let e = self.nodes[slot as usize].entry.take()?;
@@ -577,7 +632,11 @@ impl Shard {
             any_addr,
             alive: AtomicBool::new(true),
         });
+        let ptr = EntryPtr(Arc::as_ptr(&fresh));
         let old = std::mem::replace(e, fresh);
+        if let Ok(mut found) = self.table.find_entry(hash, |&(i, _)| i == slot) {
+            found.get_mut().1 = ptr;
+        }
         old.kill();
         Ok(old)
     }
