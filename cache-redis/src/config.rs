@@ -459,7 +459,7 @@ impl RedisBackendBuilder {
     /// Builds the backend without connecting: the connection is made in the background (and
     /// remade after failures); until it is up, operations fail fast and cached fns run
     /// uncached. `Err` only for an invalid option. Use
-    /// [`RedisBackend::connect`](crate::RedisBackend::connect) to wait for the first connection.
+    /// [`connect`](Self::connect) to wait for the first connection.
     ///
     /// ```no_run
     /// let backend = cache_redis::RedisBackend::builder()
