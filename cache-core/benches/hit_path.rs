@@ -1,6 +1,6 @@
 //! The memory hit path: a cached `fn(u64) -> u64` and `fn(String) -> u64` through the cache-core
 //! runtime, next to the `cached` crate's `#[cached]`, moka and quick_cache in the same run; and
-//! two threads hitting (throughput). Both sides are what a user writes: `#[cache_core::cached]`
+//! two threads hitting (throughput); hits spread over 10,000 keys. Both sides are what a user writes: `#[cache_core::cached]`
 //! and `#[cached::proc_macro::cached]` on the same functions.
 //!
 //! Run: `cargo bench -p cache-core --bench hit_path`.
@@ -101,11 +101,42 @@ fn two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// Hits spread over many keys (a random order over 10,000 keys, all cached): more hot keys than
+/// a thread's front table has slots, so most hits go to the shard.
+fn many_keys(c: &mut Criterion) {
+    const KEYS: u64 = 10_000;
+    let mut g = c.benchmark_group("memory_hit_10k_keys");
+    g.throughput(Throughput::Elements(1));
+    for k in 0..KEYS {
+        ours_u64(k);
+        cached_u64(k);
+    }
+    let order: Vec<u64> = (0..KEYS)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
+        .map(|h| h % KEYS)
+        .collect();
+    let mut i = 0;
+    g.bench_function("cache-core u64", |b| {
+        b.iter(|| {
+            i = (i + 1) % order.len();
+            ours_u64(black_box(order[i]))
+        })
+    });
+    let mut i = 0;
+    g.bench_function("cached crate u64", |b| {
+        b.iter(|| {
+            i = (i + 1) % order.len();
+            cached_u64(black_box(order[i]))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = single_thread, two_threads
+    targets = single_thread, two_threads, many_keys
 }
 criterion_main!(benches);
