@@ -1,40 +1,13 @@
 //! A memory hit through the code `#[cached]` generates allocates nothing: free fns, methods
 //! (type name in the key), generic fns, sync and async. Counted by a global allocator, per thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
 use cache_core::{cached, registry, MemoryBackend};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
+use test_support::alloc::{allocations, allocations_in, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCS.with(Cell::get);
-    f();
-    ALLOCS.with(Cell::get) - before
-}
 
 #[cached]
 fn lookup(id: u64, name: &str, tags: &[u32]) -> u64 {
@@ -91,11 +64,11 @@ fn async_hits_do_not_allocate() {
         Arc::new(MemoryBackend::new()),
         async {
             assert_eq!(fetch(3).await, Ok(3));
-            let before = ALLOCS.with(Cell::get);
+            let before = allocations();
             for _ in 0..1000 {
                 assert_eq!(fetch(3).await, Ok(3));
             }
-            let n = ALLOCS.with(Cell::get) - before;
+            let n = allocations() - before;
             assert_eq!(n, 0, "allocations on 1000 memory hits");
         },
     ));

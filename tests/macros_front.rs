@@ -4,41 +4,16 @@
 //! clock, and check that the front serves exactly what the shard would: nothing invalidated,
 //! replaced, cleared or expired (eviction: `memory` unit tests), sliding deadlines pushed, hits counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cache_core::memory::ManualClock;
 use cache_core::{cached, registry, Backend, MemoryBackend};
+use test_support::alloc::{allocations_in, Counting};
 
 /// Counts allocations per thread (no test here uses a scoped override, so every call takes the
 /// default backend's fast path deterministically).
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -279,13 +254,10 @@ fn front_hits_do_not_allocate() {
     for _ in 0..2 {
         assert_eq!(no_alloc(2, "abc"), 5); // a miss, then a hit found in the shard
     }
-    let before = ALLOCS.with(Cell::get);
-    for _ in 0..1000 {
-        assert_eq!(no_alloc(2, "abc"), 5);
-    }
-    assert_eq!(
-        ALLOCS.with(Cell::get) - before,
-        0,
-        "allocations on 1000 hits"
-    );
+    let n = allocations_in(|| {
+        for _ in 0..1000 {
+            assert_eq!(no_alloc(2, "abc"), 5);
+        }
+    });
+    assert_eq!(n, 0, "allocations on 1000 hits");
 }

@@ -296,23 +296,11 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let flights_ended = self.flights_ended();
-        let mut known_miss = None;
-        if mode == Mode::Normal {
-            let stripe = crate::stats::stripe();
-            let key = LocalKey {
-                hash,
-                bytes: buf.as_bytes(),
+        let (flights_ended, mut known_miss) =
+            match self.begin_local::<A, V>(args, &info, mode, &buf, hash) {
+                Ok(v) => return Begin::Hit(v),
+                Err(rest) => rest,
             };
-            match self.probe::<V>(&key, stripe) {
-                Probe::Hit(v) => {
-                    self.on_hit_at(args, &info, stripe);
-                    return Begin::Hit(v);
-                }
-                Probe::Miss(lease) => known_miss = Some(lease),
-                Probe::Other => {}
-            }
-        }
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
@@ -396,23 +384,11 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let flights_ended = self.flights_ended();
-        let mut known_miss = None;
-        if mode == Mode::Normal {
-            let stripe = crate::stats::stripe();
-            let key = LocalKey {
-                hash,
-                bytes: buf.as_bytes(),
+        let (flights_ended, known_miss) =
+            match self.begin_local::<A, V>(args, &info, mode, &buf, hash) {
+                Ok(v) => return Begin::Hit(v),
+                Err(rest) => rest,
             };
-            match self.probe::<V>(&key, stripe) {
-                Probe::Hit(v) => {
-                    self.on_hit_at(args, &info, stripe);
-                    return Begin::Hit(v);
-                }
-                Probe::Miss(lease) => known_miss = Some(lease),
-                Probe::Other => {}
-            }
-        }
         self.begin_blocking_keyed(
             args,
             info,
@@ -423,6 +399,41 @@ impl FnCache {
             flights_ended,
             known_miss,
         )
+    }
+
+    /// The in-process start of a call (sync and async): the hit, counted, or what the rest of
+    /// the call needs: the count of ended flights read before the lookup (see
+    /// [`Self::recheck`]) and the lease of an in-process miss that is final.
+    #[inline(always)]
+    fn begin_local<A, V>(
+        &'static self,
+        args: &A,
+        info: &CallInfo<'_>,
+        mode: Mode,
+        buf: &KeyBuf,
+        hash: u64,
+    ) -> Result<V, (u64, Option<Lease>)>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        let flights_ended = self.flights_ended();
+        if mode != Mode::Normal {
+            return Err((flights_ended, None));
+        }
+        let stripe = crate::stats::stripe();
+        let key = LocalKey {
+            hash,
+            bytes: buf.as_bytes(),
+        };
+        match self.probe::<V>(&key, stripe) {
+            Probe::Hit(v) => {
+                self.on_hit_at(args, info, stripe);
+                Ok(v)
+            }
+            Probe::Miss(lease) => Err((flights_ended, Some(lease))),
+            Probe::Other => Err((flights_ended, None)),
+        }
     }
 
     #[cold]

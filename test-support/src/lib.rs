@@ -26,6 +26,7 @@
 //! server.restart().unwrap();     // same port, fresh (empty) server
 //! ```
 
+pub mod alloc;
 pub mod zipf;
 
 use std::io;
