@@ -261,3 +261,60 @@ fn front_hits_do_not_allocate() {
     });
     assert_eq!(n, 0, "allocations on 1000 hits");
 }
+
+static PROFILE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(profile = "front-hot", depends_on = ["front-hot:{x}"])]
+fn profiled(x: u64) -> usize {
+    PROFILE_RUNS.fetch_add(1, Ordering::SeqCst) + x as usize
+}
+
+fn hot_profile(backend: &Arc<MemoryBackend>) {
+    registry::configure()
+        .profile(
+            "front-hot",
+            cache_core::Profile::new().backend(backend.clone()),
+        )
+        .apply()
+        .unwrap();
+}
+
+/// A profile's memory backend is served through the front table too (after the thread has
+/// resolved the profile once), and a reconfigured profile is never served from the backend it
+/// had before.
+#[test]
+fn a_profiles_memory_backend_goes_through_the_front_and_follows_reconfiguration() {
+    let _serial = installed();
+    let first_backend = Arc::new(MemoryBackend::new());
+    hot_profile(&first_backend);
+    let first = profiled(8);
+    for _ in 0..10 {
+        assert_eq!(profiled(8), first);
+    }
+    assert_eq!(runs(&PROFILE_RUNS), 1);
+    assert_eq!(
+        first_backend.stats().hits,
+        10,
+        "hits of the profile's backend"
+    );
+    let n = allocations_in(|| {
+        for _ in 0..100 {
+            assert_eq!(profiled(8), first);
+        }
+    });
+    assert_eq!(n, 0, "profile hits allocate nothing");
+
+    cache_core::invalidate_dependency_blocking("front-hot:8").unwrap();
+    let second = profiled(8);
+    assert_ne!(second, first, "invalidated in the profile's backend");
+    assert_eq!(profiled(8), second);
+
+    // a new backend for the profile: the old one's entry must not be served
+    let second_backend = Arc::new(MemoryBackend::new());
+    hot_profile(&second_backend);
+    let third = profiled(8);
+    assert_ne!(third, second, "a miss in the new backend");
+    assert_eq!(profiled(8), third);
+    assert_eq!(second_backend.stats().entries, 1);
+    assert!(first_backend.contains("macros_front::profiled(8)"));
+}

@@ -115,6 +115,7 @@ impl Snapshot {
             f.generation.set(state.generation);
             f.memory.set(memory);
             f.final_misses.set(final_misses);
+            f.forget_profiles();
         });
         Snapshot { state }
     }
@@ -126,6 +127,7 @@ impl Drop for Snapshot {
         let _ = FAST.try_with(|f| {
             f.generation.set(u64::MAX);
             f.memory.set(std::ptr::null());
+            f.forget_profiles();
         });
     }
 }
@@ -143,6 +145,45 @@ struct Fast {
     /// Fast-path lookups running on this thread: the snapshot is not replaced while one runs
     /// (a value's `Clone` may call a cached fn that would reload it).
     pins: Cell<u32>,
+    /// The memory backends of profiles this thread's cached fns used (kept alive by
+    /// `SNAPSHOT`, forgotten with it), by the address of the profile name the fn was compiled
+    /// with.
+    profiles: [Cell<ProfileMemory>; PROFILES],
+    /// The entry of `profiles` the next one replaces.
+    next_profile: Cell<usize>,
+}
+
+/// How many profiles a thread's fast path remembers.
+const PROFILES: usize = 4;
+
+/// A profile whose backend is (or hits in) a memory backend, as [`Fast`] remembers it.
+#[derive(Clone, Copy)]
+struct ProfileMemory {
+    /// The address and length of the profile's name as the fn has it (null: unused).
+    name: (*const u8, usize),
+    memory: *const MemoryBackend,
+    /// Whether a miss in `memory` is a miss of the profile's backend.
+    final_misses: bool,
+}
+
+const NO_PROFILE: ProfileMemory = ProfileMemory {
+    name: (std::ptr::null(), 0),
+    memory: std::ptr::null(),
+    final_misses: false,
+};
+
+impl Fast {
+    fn forget_profiles(&self) {
+        for p in &self.profiles {
+            p.set(NO_PROFILE);
+        }
+    }
+
+    #[inline(always)]
+    fn profile(&self, name: &str) -> Option<ProfileMemory> {
+        let key = (name.as_ptr(), name.len());
+        self.profiles.iter().map(Cell::get).find(|p| p.name == key)
+    }
 }
 
 thread_local! {
@@ -153,6 +194,8 @@ thread_local! {
             memory: Cell::new(std::ptr::null()),
             final_misses: Cell::new(false),
             pins: Cell::new(0),
+            profiles: [const { Cell::new(NO_PROFILE) }; PROFILES],
+            next_profile: Cell::new(0),
         }
     };
 }
@@ -206,14 +249,19 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&State) -> R) -> R {
     }
 }
 
-/// The hit path's shortcut: runs `f` on the [`MemoryBackend`] of the default backend when it
-/// has one ([`Backend::as_memory`] or [`Backend::memory_hits`]), no scoped override is active
-/// anywhere and this thread's snapshot is current (then [`default_misses_are_final`] tells
-/// whether a miss there is a miss of the default backend). `None` (and `f` not run)
-/// otherwise: the caller takes the general path ([`with_backend_of`]), which also refreshes
-/// the snapshot.
+/// The hit path's shortcut: runs `f` on the [`MemoryBackend`] of the backend of `profile`
+/// (`None`: the default backend) when it has one ([`Backend::as_memory`] or
+/// [`Backend::memory_hits`]), no scoped override is active anywhere and this thread's snapshot
+/// is current. `f` also gets whether it may write the thread's front table and whether a miss
+/// there is a miss of the backend itself (an `as_memory` backend) rather than only of its
+/// local level. `None` (and `f` not run) otherwise, or for a profile this thread has not
+/// resolved since its snapshot was taken ([`remember_profile`]): the caller takes the general
+/// path ([`with_backend_of`]), which also refreshes the snapshot.
 #[inline(always)]
-pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, Front) -> R) -> Option<R> {
+pub(crate) fn with_memory_of<R>(
+    profile: Option<&str>,
+    f: impl FnOnce(&MemoryBackend, Front, bool) -> R,
+) -> Option<R> {
     if OVERRIDES.load(Ordering::Relaxed) != 0 {
         return None;
     }
@@ -222,8 +270,17 @@ pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, Front) -> R)
     let fast: *const Fast = FAST.with(|f| f as *const Fast);
     // SAFETY: a pointer to this thread's `FAST`, used on this thread only.
     let fast = unsafe { &*fast };
-    let memory = fast.memory.get();
-    if fast.generation.get() != generation || memory.is_null() {
+    if fast.generation.get() != generation {
+        return None;
+    }
+    let (memory, final_misses) = match profile {
+        None => (fast.memory.get(), fast.final_misses.get()),
+        Some(name) => {
+            let p = fast.profile(name)?;
+            (p.memory, p.final_misses)
+        }
+    };
+    if memory.is_null() {
         return None;
     }
     struct Unpin<'a>(&'a Cell<u32>);
@@ -242,16 +299,46 @@ pub(crate) fn with_default_memory<R>(f: impl FnOnce(&MemoryBackend, Front) -> R)
     } else {
         Front::Read
     };
-    // SAFETY: `memory` points into the default backend of this thread's snapshot, which is
-    // not replaced while pinned (see `with_state`) and clears `FAST` when dropped.
-    Some(f(unsafe { &*memory }, front))
+    // SAFETY: `memory` points into a backend of this thread's snapshot (its default or one of
+    // its profiles'), which is not replaced while pinned (see `with_state`) and clears `FAST`
+    // when dropped.
+    Some(f(unsafe { &*memory }, front, final_misses))
 }
 
-/// After [`with_default_memory`] ran: whether a miss in that memory backend is a miss of the
-/// default backend ([`Backend::as_memory`]) rather than only of its local level
-/// ([`Backend::memory_hits`]). Read on misses only, off the hit path.
-pub(crate) fn default_misses_are_final() -> bool {
-    FAST.try_with(|f| f.final_misses.get()).unwrap_or(false)
+/// Lets [`with_memory_of`] find `profile`'s memory backend on this thread from now on (until
+/// the configuration changes), if it has one. An unknown profile is not remembered (its calls
+/// keep counting the error on the general path).
+pub(crate) fn remember_profile(profile: &str) {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let _ = SNAPSHOT.try_with(|s| {
+        let Ok(b) = s.try_borrow() else { return };
+        let Some(snap) = b.as_ref().filter(|sn| sn.state.generation == generation) else {
+            return;
+        };
+        let Some(p) = snap.state.profiles.get(profile) else {
+            return;
+        };
+        let backend = p.backend.as_ref().unwrap_or(&snap.state.default);
+        let (memory, final_misses) = match backend.as_memory() {
+            Some(m) => (Some(m), true),
+            None => (backend.memory_hits(), false),
+        };
+        let Some(memory) = memory else { return };
+        let _ = FAST.try_with(|f| {
+            if f.generation.get() != generation || f.profile(profile).is_some() {
+                return;
+            }
+            let i = f.next_profile.get() % PROFILES;
+            f.next_profile.set(i + 1);
+            // SAFETY of the pointer's later use: `memory` lives in a backend of the snapshot
+            // `FAST` describes (same generation), and the snapshot forgets it when dropped
+            f.profiles[i].set(ProfileMemory {
+                name: (profile.as_ptr(), profile.len()),
+                memory: memory as *const MemoryBackend,
+                final_misses,
+            });
+        });
+    });
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);

@@ -532,30 +532,36 @@ impl FnCache {
         Some(v)
     }
 
-    /// The in-process lookup: first this thread's front table of the default memory backend
+    /// The in-process lookup: when the fn's backend (the default, or its profile's) is or hits
+    /// in a memory backend, first this thread's front table of that backend's entries
     /// ([`MemoryBackend::front_hit`](crate::MemoryBackend): no lock, no probe, no shared write
-    /// but the entry's frequency bits), then that backend's shard ([`shard_probe`], out of
-    /// line), or the in-process lookup of another backend (a profile's, a scoped override's).
+    /// but the entry's frequency bits), then its shard ([`shard_probe`]); else the in-process
+    /// lookup of the backend (a scoped override's, a remote one's).
     /// No allocation, no global lock. The caller counts a hit with `stripe`.
     #[inline(always)]
     fn probe<V: Cacheable>(&self, key: &LocalKey<'_>, stripe: usize) -> Probe<V> {
-        if self.meta.profile.is_none() {
-            if let Some(found) =
-                registry::with_default_memory(|m, front| match m.front_hit::<V>(key, stripe) {
-                    Some(v) => Probe::Hit(v),
-                    None => shard_probe::<V>(m, key, stripe, front),
-                })
-            {
-                return found;
+        let found = registry::with_memory_of(self.meta.profile, |m, front, final_misses| {
+            match m.front_hit::<V>(key, stripe) {
+                Some(v) => Probe::Hit(v),
+                None => shard_probe::<V>(m, key, stripe, front, final_misses),
             }
+        });
+        match found {
+            Some(found) => found,
+            None => self.probe_backend(key),
         }
-        self.probe_backend(key)
     }
 
-    /// [`Self::probe`] in the backend of this function's profile or of a scoped override.
+    /// [`Self::probe`] in a backend the fast path does not reach: a scoped override's, one
+    /// that is not in process, or a profile's not yet remembered by this thread (which it then
+    /// remembers).
     #[inline(never)]
     fn probe_backend<V: Cacheable>(&self, key: &LocalKey<'_>) -> Probe<V> {
-        registry::with_backend_of(self.meta.profile, |b| probe_local::<V>(b, key))
+        let found = registry::with_backend_of(self.meta.profile, |b| probe_local::<V>(b, key));
+        if let Some(profile) = self.meta.profile {
+            registry::remember_profile(profile);
+        }
+        found
     }
 
     /// The in-process lookup already missed: count it once and fill with its lease.
@@ -715,18 +721,19 @@ impl FnCache {
     }
 }
 
-/// [`FnCache::probe`] in the shard of the default memory backend `m`, after its front table
-/// missed.
+/// [`FnCache::probe`] in the shard of the memory backend `m`, after the front table missed;
+/// `final_misses`: a miss there is a miss of the fn's backend.
 #[inline(always)]
 fn shard_probe<V: Cacheable>(
     m: &crate::MemoryBackend,
     key: &LocalKey<'_>,
     stripe: usize,
     front: crate::memory::Front,
+    final_misses: bool,
 ) -> Probe<V> {
     match m.lookup_typed::<V>(key, stripe, front) {
         Typed::Hit(v) => Probe::Hit(v),
-        Typed::Miss(lease) if registry::default_misses_are_final() => Probe::Miss(lease),
+        Typed::Miss(lease) if final_misses => Probe::Miss(lease),
         Typed::Miss(_) | Typed::OtherType => Probe::Other,
     }
 }

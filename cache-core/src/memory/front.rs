@@ -1,13 +1,13 @@
-//! A thread's front table: the entries this thread's recent hits found in one memory backend
-//! (the default backend's), so that the next hit of the same key goes straight to its entry:
-//! no shard lock, no hash-table probe.
+//! A thread's front table: the entries this thread's recent hits found in the memory backends
+//! its cached fns use (the default backend's, a profile's), so that the next hit of the same key
+//! goes straight to its entry: no shard lock, no hash-table probe.
 //!
 //! A slot holds an `Arc` of the entry itself, never a copy of its value: the entry says whether
 //! it is still in its shard ([`Entry::is_alive`], cleared when it is removed, evicted, expired,
 //! replaced or cleared), and its expiry and S3-FIFO frequency are the ones the shard reads. So a
 //! hit through the front serves exactly what a hit through the shard would, and counts the
-//! same. Dead entries a slot still points to are released when the slot is reused, when the
-//! backend changes, or when the thread exits; the table has [`SLOTS`] slots.
+//! same. Dead entries a slot still points to are released when the slot is reused or when the
+//! thread exits; the table has [`SLOTS`] slots.
 //!
 //! Re-entrancy: cloning a value runs user code, which may call a cached fn on this thread.
 //! Only the outermost lookup of a thread writes the table (the caller says which one it is), so
@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 use super::store::{key_eq, Entry};
 
-/// Slots per thread (direct-mapped by hash; 24 bytes each, allocated on a thread's first
-/// hit in a shard).
+/// Slots per thread (direct-mapped by hash; 32 bytes each, allocated on a thread's first
+/// hit in a shard), shared by the memory backends the thread hits (each slot says whose entry
+/// it holds).
 pub(crate) const SLOTS: usize = 256;
 
 /// A slot's entry gives way after this many offers for other keys without a hit in between.
@@ -34,6 +35,8 @@ const WINDOW: u32 = 512;
 const BYPASS: u32 = 16_384;
 
 struct Slot {
+    /// The id of the backend the entry belongs to.
+    owner: u64,
     hash: u64,
     entry: Option<Arc<Entry>>,
     /// Offers refused since the slot's entry was last hit.
@@ -41,8 +44,6 @@ struct Slot {
 }
 
 pub(crate) struct Table {
-    /// The id of the backend whose entries the slots hold.
-    owner: u64,
     /// Lookups left to skip the table (see [`BYPASS`]).
     bypass: Cell<u32>,
     /// Hits served in the current window.
@@ -96,8 +97,7 @@ pub(crate) fn find<'a>(owner: u64, hash: u64, key: &[u8]) -> Option<&'a Entry> {
     }
     let slot = &table.slots[index(hash)];
     let e = slot.entry.as_deref()?;
-    if table.owner != owner || slot.hash != hash || !key_eq(e.key.as_slice(), key) || !e.is_alive()
-    {
+    if slot.hash != hash || slot.owner != owner || !key_eq(e.key.as_slice(), key) || !e.is_alive() {
         return None;
     }
     if slot.conflicts.get() != 0 {
@@ -108,8 +108,8 @@ pub(crate) fn find<'a>(owner: u64, hash: u64, key: &[u8]) -> Option<&'a Entry> {
 }
 
 /// Offers `entry` (of backend `owner`, just hit in its shard) to this thread's table: it takes
-/// its slot if the slot is free, holds another backend's entry, or saw [`ADMIT_AFTER`] offers
-/// for other keys since its entry was last hit. With more hot keys than slots, the keys hit
+/// its slot if the slot is free or saw [`ADMIT_AFTER`] offers for other keys (of any memory
+/// backend) since its entry was last hit. With more hot keys than slots, the keys hit
 /// most keep their slots instead of every hit swapping one in and out (each swap is two
 /// reference-count writes on shared entries). Decided before the `Arc` is cloned: a refused
 /// offer costs a few loads and a thread-local store. Every [`WINDOW`] offers, a table that
@@ -147,15 +147,6 @@ pub(crate) fn offer(
         table.offers.set(0);
         table.hits.set(0);
     }
-    if table.owner != owner {
-        // another backend's entries (the default changed): a fresh table, the old one dropped
-        // by the caller
-        let old = std::mem::replace(table, Table::new(owner));
-        let slot = &mut table.slots[index(hash)];
-        slot.hash = hash;
-        slot.entry = entry();
-        return Displaced::Table(Box::new(old));
-    }
     let slot = &mut table.slots[index(hash)];
     if slot.entry.is_some() {
         // not asking whether the held entry is alive: that would read another entry's memory
@@ -169,6 +160,7 @@ pub(crate) fn offer(
     let Some(entry) = entry() else {
         return Displaced::Nothing;
     };
+    slot.owner = owner;
     slot.hash = hash;
     slot.conflicts.set(0);
     match slot.entry.replace(entry) {
@@ -183,8 +175,9 @@ fn first_store(owner: u64, entry: Arc<Entry>) -> Displaced {
     if RELEASE.try_with(|_| ()).is_err() {
         return Displaced::Nothing; // the thread is exiting
     }
-    let mut fresh = Box::new(Table::new(owner));
+    let mut fresh = Box::new(Table::new());
     let slot = &mut fresh.slots[index(entry.hash)];
+    slot.owner = owner;
     slot.hash = entry.hash;
     slot.entry = Some(entry);
     TABLE.with(|t| t.set(Box::into_raw(fresh)));
@@ -192,13 +185,13 @@ fn first_store(owner: u64, entry: Arc<Entry>) -> Displaced {
 }
 
 impl Table {
-    fn new(owner: u64) -> Self {
+    fn new() -> Self {
         Table {
-            owner,
             bypass: Cell::new(0),
             hits: Cell::new(0),
             offers: Cell::new(0),
             slots: std::array::from_fn(|_| Slot {
+                owner: 0,
                 hash: 0,
                 entry: None,
                 conflicts: Cell::new(0),
@@ -213,7 +206,6 @@ impl Table {
 pub(crate) enum Displaced {
     Nothing,
     Entry(#[allow(dead_code)] Arc<Entry>),
-    Table(#[allow(dead_code)] Box<Table>),
 }
 
 #[cfg(test)]
