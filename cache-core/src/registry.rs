@@ -161,6 +161,7 @@ const PROFILES: usize = 4;
 struct ProfileMemory {
     /// The address and length of the profile's name as the fn has it (null: unused).
     name: (*const u8, usize),
+    /// Null when the profile's backend has no memory backend.
     memory: *const MemoryBackend,
     /// Whether a miss in `memory` is a miss of the profile's backend.
     final_misses: bool,
@@ -306,10 +307,16 @@ pub(crate) fn with_memory_of<R>(
 }
 
 /// Lets [`with_memory_of`] find `profile`'s memory backend on this thread from now on (until
-/// the configuration changes), if it has one. An unknown profile is not remembered (its calls
-/// keep counting the error on the general path).
+/// the configuration changes), or know at once that it has none. An unknown profile is not
+/// remembered (its calls keep counting the error on the general path).
 pub(crate) fn remember_profile(profile: &str) {
     let generation = GENERATION.load(Ordering::Acquire);
+    let known = FAST
+        .try_with(|f| f.generation.get() != generation || f.profile(profile).is_some())
+        .unwrap_or(true);
+    if known {
+        return; // remembered, or no current snapshot to point into
+    }
     let _ = SNAPSHOT.try_with(|s| {
         let Ok(b) = s.try_borrow() else { return };
         let Some(snap) = b.as_ref().filter(|sn| sn.state.generation == generation) else {
@@ -323,9 +330,9 @@ pub(crate) fn remember_profile(profile: &str) {
             Some(m) => (Some(m), true),
             None => (backend.memory_hits(), false),
         };
-        let Some(memory) = memory else { return };
+        let memory = memory.map_or(std::ptr::null(), |m| m as *const MemoryBackend);
         let _ = FAST.try_with(|f| {
-            if f.generation.get() != generation || f.profile(profile).is_some() {
+            if f.generation.get() != generation {
                 return;
             }
             let i = f.next_profile.get() % PROFILES;
@@ -334,7 +341,7 @@ pub(crate) fn remember_profile(profile: &str) {
             // `FAST` describes (same generation), and the snapshot forgets it when dropped
             f.profiles[i].set(ProfileMemory {
                 name: (profile.as_ptr(), profile.len()),
-                memory: memory as *const MemoryBackend,
+                memory,
                 final_misses,
             });
         });
