@@ -4,6 +4,9 @@
 //! ([`Backend::lookup_local`]) hashes nothing (the key carries its hash), takes one shard's read
 //! lock, compares the binary key, checks expiry with a coarse clock (only for entries that
 //! expire), bumps a relaxed frequency counter and clones the `Arc`: no allocation, no global lock.
+//! A hit of a `#[cached]` fn first looks in the calling thread's front table of entries it hit
+//! before (`front`): no lock and no probe at all, and exactly the same answer (an entry that
+//! left its shard is never served from there).
 //!
 //! Fills (`set`) and invalidations serialize on one *fill lock*, which guards the dependency
 //! reverse index and makes the lease check of a set atomic with its insert (see
