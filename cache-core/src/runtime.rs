@@ -364,8 +364,8 @@ impl FnCache {
     /// Starts a call of a sync cached function.
     ///
     /// The hit path is this inlined part: the binary key built on the stack and hashed, looked
-    /// up in process ([`Self::probe`]), the hit counted. Everything else is out of line
-    /// ([`Self::begin_blocking_keyed`]).
+    /// up in process (first in the calling thread's front table of memory-backend entries), the
+    /// hit counted. Everything else is out of line.
     #[inline]
     pub fn begin_blocking<A, V>(
         &'static self,

@@ -10,7 +10,7 @@
 //!
 //! Fills (`set`) and invalidations serialize on one *fill lock*, which guards the dependency
 //! reverse index and makes the lease check of a set atomic with its insert (see
-//! [`Lease`](crate::Lease)). Lock order: fill lock, then one shard lock at a time; hits take a
+//! [`Lease`]). Lock order: fill lock, then one shard lock at a time; hits take a
 //! shard lock only. Values displaced by a set, an invalidation or an eviction are dropped after
 //! every lock is released.
 //!
