@@ -1,7 +1,8 @@
 //! The memory hit path: a cached `fn(u64) -> u64` and `fn(String) -> u64` through the cache-core
 //! runtime, next to the `cached` crate's `#[cached]`, moka and quick_cache in the same run; and
-//! two threads hitting (throughput); hits spread over 10,000 keys. Both sides are what a user writes: `#[cache_core::cached]`
-//! and `#[cached::proc_macro::cached]` on the same functions.
+//! two threads hitting (throughput); hits spread over 10,000 keys; an `async fn` hit. Both
+//! sides are what a user writes: `#[cache_core::cached]` and `#[cached::proc_macro::cached]` on
+//! the same functions.
 //!
 //! Run: `cargo bench -p cache-core --bench hit_path`.
 
@@ -23,6 +24,16 @@ fn ours_str(s: String) -> u64 {
 
 #[cached::proc_macro::cached]
 fn cached_u64(x: u64) -> u64 {
+    x.wrapping_mul(3)
+}
+
+#[cache_core::cached]
+async fn ours_async(x: u64) -> u64 {
+    x.wrapping_mul(3)
+}
+
+#[cached::proc_macro::cached]
+async fn cached_async(x: u64) -> u64 {
     x.wrapping_mul(3)
 }
 
@@ -132,11 +143,48 @@ fn many_keys(c: &mut Criterion) {
     g.finish();
 }
 
+/// Hits of an `async fn(u64) -> u64`, awaited one after another on a current-thread tokio
+/// runtime (what a request handler does).
+fn async_fn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_hit_async");
+    g.throughput(Throughput::Elements(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        ours_async(7).await;
+        cached_async(7).await;
+    });
+    g.bench_function("cache-core u64", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    black_box(ours_async(black_box(7)).await);
+                }
+                t.elapsed()
+            })
+        })
+    });
+    g.bench_function("cached crate u64", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    black_box(cached_async(black_box(7)).await);
+                }
+                t.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = single_thread, two_threads, many_keys
+    targets = single_thread, two_threads, many_keys, async_fn
 }
 criterion_main!(benches);
