@@ -278,29 +278,63 @@ impl FnCache {
     }
 
     /// Starts a call of an async cached function.
-    pub async fn begin_async<A, V>(
+    ///
+    /// The in-process lookup runs when this is called, inside the caller's poll: a hit is a
+    /// future that is ready at once (the state of the rest of the call is never built).
+    #[inline]
+    pub fn begin_async<'a, A, V>(
+        &'static self,
+        args: &'a A,
+        info: CallInfo<'a>,
+        deps: &'a mut (dyn FnMut(&mut Vec<String>) + Send),
+        mode: Mode,
+    ) -> impl Future<Output = Begin<V>> + 'a
+    where
+        A: KeyPart + ?Sized + Sync,
+        V: Cacheable,
+    {
+        let started = if registry::is_enabled() {
+            let mut buf = KeyBuf::new();
+            self.binary_key(args, &info, &mut buf);
+            let hash = local_hash(buf.as_bytes());
+            self.begin_local::<A, V>(args, &info, mode, &buf, hash)
+                .map_err(Some)
+        } else {
+            Err(None)
+        };
+        async move {
+            match started {
+                Ok(v) => Begin::Hit(v),
+                Err(None) => {
+                    self.register();
+                    Begin::Fill(Filler::passthrough(self, None))
+                }
+                Err(Some((flights_ended, known_miss))) => {
+                    self.begin_async_rest(args, info, deps, mode, flights_ended, known_miss)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// Everything after the in-process lookups of an async call: a miss, a remote backend, a
+    /// refresh.
+    async fn begin_async_rest<A, V>(
         &'static self,
         args: &A,
         info: CallInfo<'_>,
         deps: &mut (dyn FnMut(&mut Vec<String>) + Send),
         mode: Mode,
+        flights_ended: u64,
+        mut known_miss: Option<Lease>,
     ) -> Begin<V>
     where
         A: KeyPart + ?Sized + Sync,
         V: Cacheable,
     {
-        if !registry::is_enabled() {
-            self.register();
-            return Begin::Fill(Filler::passthrough(self, None));
-        }
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let (flights_ended, mut known_miss) =
-            match self.begin_local::<A, V>(args, &info, mode, &buf, hash) {
-                Ok(v) => return Begin::Hit(v),
-                Err(rest) => rest,
-            };
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
