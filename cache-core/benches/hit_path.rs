@@ -155,27 +155,24 @@ fn async_fn(c: &mut Criterion) {
         ours_async(7).await;
         cached_async(7).await;
     });
-    g.bench_function("cache-core u64", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    black_box(ours_async(black_box(7)).await);
-                }
-                t.elapsed()
-            })
+    fn run<F: std::future::Future<Output = u64>>(
+        rt: &tokio::runtime::Runtime,
+        iters: u64,
+        f: impl Fn(u64) -> F,
+    ) -> Duration {
+        rt.block_on(async {
+            let t = Instant::now();
+            for _ in 0..iters {
+                black_box(f(black_box(7)).await);
+            }
+            t.elapsed()
         })
+    }
+    g.bench_function("cache-core u64", |b| {
+        b.iter_custom(|iters| run(&rt, iters, ours_async))
     });
     g.bench_function("cached crate u64", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    black_box(cached_async(black_box(7)).await);
-                }
-                t.elapsed()
-            })
-        })
+        b.iter_custom(|iters| run(&rt, iters, cached_async))
     });
     g.finish();
 }
