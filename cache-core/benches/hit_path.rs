@@ -1,8 +1,8 @@
 //! The memory hit path: a cached `fn(u64) -> u64` and `fn(String) -> u64` through the cache-core
 //! runtime, next to the `cached` crate's `#[cached]`, moka and quick_cache in the same run; and
-//! two threads hitting (throughput); hits spread over 10,000 keys; an `async fn` hit. Both
-//! sides are what a user writes: `#[cache_core::cached]` and `#[cached::proc_macro::cached]` on
-//! the same functions.
+//! two threads hitting (throughput); hits spread over 10,000 keys and over a Zipf trace of
+//! 100,000; an `async fn` hit. Both sides are what a user writes: `#[cache_core::cached]` and
+//! `#[cached::proc_macro::cached]` on the same functions.
 //!
 //! Run: `cargo bench -p cache-core --bench hit_path`.
 
@@ -112,35 +112,49 @@ fn two_threads(c: &mut Criterion) {
     g.finish();
 }
 
-/// Hits spread over many keys (a random order over 10,000 keys, all cached): more hot keys than
-/// a thread's front table has slots, so most hits go to the shard.
+/// Hits spread over many keys, all cached: a random order over 10,000 keys (more hot keys than
+/// a thread's front table has slots, so most hits go to the shard), and the Zipf(0.99) trace of
+/// the hit-ratio bench over 100,000 keys (a working set far larger than the CPU cache).
 fn many_keys(c: &mut Criterion) {
     const KEYS: u64 = 10_000;
-    let mut g = c.benchmark_group("memory_hit_10k_keys");
-    g.throughput(Throughput::Elements(1));
-    for k in 0..KEYS {
-        ours_u64(k);
-        cached_u64(k);
-    }
-    let order: Vec<u64> = (0..KEYS)
+    let uniform: Vec<u64> = (0..KEYS)
         .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
         .map(|h| h % KEYS)
         .collect();
-    let mut i = 0;
-    g.bench_function("cache-core u64", |b| {
-        b.iter(|| {
-            i = (i + 1) % order.len();
-            ours_u64(black_box(order[i]))
-        })
-    });
-    let mut i = 0;
-    g.bench_function("cached crate u64", |b| {
-        b.iter(|| {
-            i = (i + 1) % order.len();
-            cached_u64(black_box(order[i]))
-        })
-    });
-    g.finish();
+    let zipf: Vec<u64> = test_support::zipf::trace(0.99)
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    for (group, order, keys) in [
+        ("memory_hit_10k_keys", &uniform, KEYS),
+        (
+            "memory_hit_zipf_100k_keys",
+            &zipf,
+            test_support::zipf::KEYS as u64,
+        ),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Elements(1));
+        for k in 0..keys {
+            ours_u64(k);
+            cached_u64(k);
+        }
+        let mut i = 0;
+        g.bench_function("cache-core u64", |b| {
+            b.iter(|| {
+                i = (i + 1) % order.len();
+                ours_u64(black_box(order[i]))
+            })
+        });
+        let mut i = 0;
+        g.bench_function("cached crate u64", |b| {
+            b.iter(|| {
+                i = (i + 1) % order.len();
+                cached_u64(black_box(order[i]))
+            })
+        });
+        g.finish();
+    }
 }
 
 /// Hits of an `async fn(u64) -> u64`, awaited one after another on a current-thread tokio
