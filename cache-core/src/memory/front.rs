@@ -54,7 +54,7 @@ pub(crate) struct Table {
 }
 
 thread_local! {
-    /// This thread's table, null until its first store (a plain cell: no lazy-init check on
+    /// This thread's table, null until its first offer is taken (a plain cell: no lazy-init check on
     /// the hit path).
     static TABLE: Cell<*mut Table> = const { Cell::new(std::ptr::null_mut()) };
     /// Frees `TABLE` when the thread exits.
@@ -67,7 +67,7 @@ impl Drop for Release {
     fn drop(&mut self) {
         let table = TABLE.with(|t| t.replace(std::ptr::null_mut()));
         if !table.is_null() {
-            // SAFETY: made by `Box::into_raw` in `store`; no longer reachable through `TABLE`.
+            // SAFETY: made by `Box::into_raw` in `first_store`; no longer reachable through `TABLE`.
             drop(unsafe { Box::from_raw(table) });
         }
     }
@@ -87,7 +87,7 @@ pub(crate) fn find<'a>(owner: u64, hash: u64, key: &[u8]) -> Option<&'a Entry> {
         return None;
     }
     // SAFETY: this thread's table, freed only at thread exit; slots are written only by the
-    // outermost lookup (`store`), so the entry returned stays in its slot (and alive as an
+    // outermost lookup (`offer`), so the entry returned stays in its slot (and alive as an
     // allocation) until the lookup that asked for it returns.
     let table = unsafe { &*table };
     let bypass = table.bypass.get();
