@@ -106,11 +106,7 @@ struct Snapshot {
 impl Snapshot {
     /// Installs `state` as this thread's snapshot and points [`FAST`] at its default backend.
     fn new(state: Arc<State>) -> Self {
-        let (memory, final_misses) = match state.default.as_memory() {
-            Some(m) => (Some(m), true),
-            None => (state.default.memory_hits(), false),
-        };
-        let memory = memory.map_or(std::ptr::null(), |m| m as *const MemoryBackend);
+        let (memory, final_misses) = memory_of(&*state.default);
         let _ = FAST.try_with(|f| {
             f.generation.set(state.generation);
             f.memory.set(memory);
@@ -119,6 +115,20 @@ impl Snapshot {
         });
         Snapshot { state }
     }
+}
+
+/// The memory backend the fast path looks in for `backend` ([`Backend::as_memory`], else
+/// [`Backend::memory_hits`]; null if neither), and whether a miss there is a miss of `backend`
+/// itself (`as_memory`).
+fn memory_of(backend: &dyn Backend) -> (*const MemoryBackend, bool) {
+    let (memory, final_misses) = match backend.as_memory() {
+        Some(m) => (Some(m), true),
+        None => (backend.memory_hits(), false),
+    };
+    (
+        memory.map_or(std::ptr::null(), |m| m as *const MemoryBackend),
+        final_misses,
+    )
 }
 
 impl Drop for Snapshot {
@@ -326,11 +336,7 @@ pub(crate) fn remember_profile(profile: &str) {
             return;
         };
         let backend = p.backend.as_ref().unwrap_or(&snap.state.default);
-        let (memory, final_misses) = match backend.as_memory() {
-            Some(m) => (Some(m), true),
-            None => (backend.memory_hits(), false),
-        };
-        let memory = memory.map_or(std::ptr::null(), |m| m as *const MemoryBackend);
+        let (memory, final_misses) = memory_of(&**backend);
         let _ = FAST.try_with(|f| {
             if f.generation.get() != generation {
                 return;
