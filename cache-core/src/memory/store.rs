@@ -445,6 +445,8 @@ impl Shard {
         self.evict(policy, &mut out.evicted);
         let (hash, weight) = (entry.hash, entry.weight);
         entry.freq.store(freq, Relaxed);
+        // the slab keeps this `Arc` (the entry does not move) until the table forgets `ptr`
+        let ptr = EntryPtr(Arc::as_ptr(&entry));
         let slot = match self.free.pop() {
             Some(s) => {
                 self.nodes[s as usize].entry = Some(entry);
@@ -457,10 +459,6 @@ impl Shard {
                 });
                 (self.nodes.len() - 1) as u32
             }
-        };
-        let ptr = match &self.nodes[slot as usize].entry {
-            Some(e) => EntryPtr(Arc::as_ptr(e)),
-            None => return None,
         };
         // SAFETY (rehash): see `EntryPtr`
         self.table
@@ -573,10 +571,12 @@ impl Shard {
 
     /// Moves every entry into `out` and forgets the policy's history.
     pub(crate) fn drain(&mut self, out: &mut Vec<Arc<Entry>>) {
-        out.extend(self.nodes.drain(..).filter_map(|n| n.entry));
-        for e in out.iter() {
-            e.kill();
-        }
+        out.extend(
+            self.nodes
+                .drain(..)
+                .filter_map(|n| n.entry)
+                .inspect(|e| e.kill()),
+        );
         *self = Shard::new(self.cap_entries, self.cap_weight);
     }
 
