@@ -43,7 +43,7 @@ struct Slot {
     conflicts: Cell<u8>,
 }
 
-pub(crate) struct Table {
+struct Table {
     /// Lookups left to skip the table (see [`BYPASS`]).
     bypass: Cell<u32>,
     /// Hits served in the current window.
@@ -67,7 +67,7 @@ impl Drop for Release {
     fn drop(&mut self) {
         let table = TABLE.with(|t| t.replace(std::ptr::null_mut()));
         if !table.is_null() {
-            // SAFETY: made by `Box::into_raw` in `first_store`; no longer reachable through `TABLE`.
+            // SAFETY: made by `Box::into_raw` in `allocate`; no longer reachable through `TABLE`.
             drop(unsafe { Box::from_raw(table) });
         }
     }
@@ -115,26 +115,26 @@ pub(crate) fn find<'a>(owner: u64, hash: u64, key: &[u8]) -> Option<&'a Entry> {
 /// offer costs a few loads and a thread-local store. Every [`WINDOW`] offers, a table that
 /// served fewer than half as many hits as it was offered is bypassed for [`BYPASS`] lookups.
 /// `entry` gives the entry's `Arc` if it is taken. Call only from the outermost lookup of the
-/// thread. Returns what it displaced, for the caller to drop when it is done with the table
-/// (dropping a value runs user code).
+/// thread. Returns the entry it displaced, for the caller to drop when it is done with the
+/// table (dropping a value runs user code).
 #[inline]
 pub(crate) fn offer(
     owner: u64,
     hash: u64,
     entry: impl FnOnce() -> Option<Arc<Entry>>,
-) -> Displaced {
-    let table = TABLE.with(|t| t.get());
+) -> Option<Arc<Entry>> {
+    let mut table = TABLE.with(|t| t.get());
     if table.is_null() {
-        return match entry() {
-            Some(e) => first_store(owner, e),
-            None => Displaced::Nothing,
-        };
+        table = allocate();
+        if table.is_null() {
+            return None; // the thread is exiting
+        }
     }
     // SAFETY: this thread's table; the caller is the outermost lookup, so no reference into
     // it is held.
     let table = unsafe { &mut *table };
     if table.bypass.get() != 0 {
-        return Displaced::Nothing;
+        return None;
     }
     let offers = table.offers.get() + 1;
     if offers < WINDOW {
@@ -154,34 +154,26 @@ pub(crate) fn offer(
         let conflicts = slot.conflicts.get() + 1;
         if conflicts < ADMIT_AFTER {
             slot.conflicts.set(conflicts);
-            return Displaced::Nothing; // its entry keeps the slot this time
+            return None; // its entry keeps the slot this time
         }
     }
-    let Some(entry) = entry() else {
-        return Displaced::Nothing;
-    };
+    let entry = entry()?;
     slot.owner = owner;
     slot.hash = hash;
     slot.conflicts.set(0);
-    match slot.entry.replace(entry) {
-        Some(old) => Displaced::Entry(old),
-        None => Displaced::Nothing,
-    }
+    slot.entry.replace(entry)
 }
 
-/// The thread's first offer: allocates its table.
+/// Allocates this thread's table on its first offer; null when the thread is exiting (the
+/// table could not be freed).
 #[cold]
-fn first_store(owner: u64, entry: Arc<Entry>) -> Displaced {
+fn allocate() -> *mut Table {
     if RELEASE.try_with(|_| ()).is_err() {
-        return Displaced::Nothing; // the thread is exiting
+        return std::ptr::null_mut();
     }
-    let mut fresh = Box::new(Table::new());
-    let slot = &mut fresh.slots[index(entry.hash)];
-    slot.owner = owner;
-    slot.hash = entry.hash;
-    slot.entry = Some(entry);
-    TABLE.with(|t| t.set(Box::into_raw(fresh)));
-    Displaced::Nothing
+    let table = Box::into_raw(Box::new(Table::new()));
+    TABLE.with(|t| t.set(table));
+    table
 }
 
 impl Table {
@@ -198,14 +190,6 @@ impl Table {
             }),
         }
     }
-}
-
-/// What an offer took out of the table, dropped by the caller once it no longer reads the
-/// table.
-#[must_use]
-pub(crate) enum Displaced {
-    Nothing,
-    Entry(#[allow(dead_code)] Arc<Entry>),
 }
 
 #[cfg(test)]
