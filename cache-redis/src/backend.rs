@@ -596,6 +596,7 @@ impl Inner {
             breaker_open: self.breaker.is_open(),
             breaker_trips: self.breaker.trips(),
             connects: self.conn.connects(),
+            connect_failures: self.conn.connect_failures(),
             gc_references_removed: c.gc_removed.get(),
             sweep_batches: c.sweeps.get(),
             lock_waits: c.lock_waits.get(),
@@ -615,11 +616,8 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_builder(b: RedisBackendBuilder) -> Result<Self, RedisCacheError> {
-        let info = b.connection_info()?;
-        let db = info.redis_settings().db();
-        let client = redis::Client::open(info).map_err(|e| {
-            RedisCacheError::config("url", format!("`{}`: {:?}", redact_url(&b.url), e.kind()))
-        })?;
+        let client = b.client()?;
+        let db = client.get_connection_info().redis_settings().db();
         let exec = Exec::start("cache-redis")?;
         let redacted_url = redact_url(&b.url);
         let conn = Conn::new(
@@ -691,6 +689,20 @@ impl RedisBackend {
     /// Whether a connection is up now.
     pub fn is_connected(&self) -> bool {
         self.inner.conn.is_connected()
+    }
+
+    /// Why the last connection attempt failed (refused, TLS handshake, authentication, ...),
+    /// while no connection has been made since; `None` when connected. Never holds a password.
+    ///
+    /// ```no_run
+    /// let backend = cache_redis::RedisBackend::builder().build()?;
+    /// if let Some(reason) = backend.last_connect_error() {
+    ///     eprintln!("Redis unreachable: {reason}");
+    /// }
+    /// # Ok::<(), cache_redis::RedisCacheError>(())
+    /// ```
+    pub fn last_connect_error(&self) -> Option<String> {
+        self.inner.conn.last_error()
     }
 
     /// The key prefix.

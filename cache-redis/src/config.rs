@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::connection::{TlsNames, TlsOptions};
 use crate::error::RedisCacheError;
 
 /// Default key prefix.
@@ -56,6 +57,7 @@ pub struct RedisBackendBuilder {
     pub(crate) sweep_interval: Duration,
     pub(crate) sweep_batch: usize,
     pub(crate) retry_limit: Duration,
+    pub(crate) tls: TlsOptions,
 }
 
 impl Default for RedisBackendBuilder {
@@ -79,6 +81,7 @@ impl Default for RedisBackendBuilder {
             sweep_interval: Duration::from_secs(60),
             sweep_batch: 200,
             retry_limit: Duration::from_secs(3600),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -98,6 +101,8 @@ impl fmt::Debug for RedisBackendBuilder {
             .field("dependencies", &self.dependencies)
             .field("lock_ttl", &self.lock_ttl)
             .field("gc", &self.gc)
+            .field("tls_ca_cert", &self.tls.ca_pem.as_ref().map(|_| "<set>"))
+            .field("tls_client_cert", &self.tls.client_pem.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +134,13 @@ pub fn redact_url(url: &str) -> String {
     format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
 }
 
+fn no_connection(limit: Duration, last: Option<String>) -> String {
+    match last {
+        Some(why) => format!("no connection within {limit:?}: {why}"),
+        None => format!("no connection within {limit:?}"),
+    }
+}
+
 fn positive(field: &str, d: Duration) -> Result<(), RedisCacheError> {
     if d.is_zero() {
         Err(RedisCacheError::config(field, "must be greater than zero"))
@@ -154,6 +166,41 @@ impl RedisBackendBuilder {
     /// The password (overrides the URL's). Never logged nor shown by `Debug`.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Trust anchors for `rediss://` connections, as PEM (one or more `CERTIFICATE` blocks):
+    /// the server's certificate must chain to one of them. Without it the system's roots are
+    /// used. Needs the `tls` feature; `validate` reports a PEM that does not parse.
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("/etc/redis/ca.pem").unwrap();
+    /// let builder = cache_redis::RedisBackend::builder()
+    ///     .url("rediss://cache.internal:6380/")
+    ///     .tls_ca_cert_pem(ca);
+    /// ```
+    pub fn tls_ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// A client certificate (PEM chain) and its private key (PEM) for mutual TLS, for servers
+    /// started with `tls-auth-clients yes`. Needs the `tls` feature. The key is never logged.
+    ///
+    /// ```no_run
+    /// let builder = cache_redis::RedisBackend::builder()
+    ///     .url("rediss://cache.internal:6380/")
+    ///     .tls_client_cert_pem(
+    ///         std::fs::read("client.pem").unwrap(),
+    ///         std::fs::read("client.key").unwrap(),
+    ///     );
+    /// ```
+    pub fn tls_client_cert_pem(
+        mut self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client_pem = Some((cert.into(), key.into()));
         self
     }
 
@@ -261,6 +308,8 @@ impl RedisBackendBuilder {
     /// | `CACHE_REDIS_MAX_PAYLOAD`, `CACHE_REDIS_COMPRESS_OVER` | sizes in bytes |
     /// | `CACHE_REDIS_DEPENDENCIES`, `CACHE_REDIS_GC` | `true` / `false` |
     /// | `CACHE_REDIS_LOCK_TTL_MS` | [`distributed_lock`](Self::distributed_lock) |
+    /// | `REDIS_TLS_CA_CERT` | path of a PEM file: [`tls_ca_cert_pem`](Self::tls_ca_cert_pem) |
+    /// | `REDIS_TLS_CLIENT_CERT`, `REDIS_TLS_CLIENT_KEY` | paths of PEM files (both or neither): [`tls_client_cert_pem`](Self::tls_client_cert_pem) |
     ///
     /// Errors name the variable at fault.
     ///
@@ -309,6 +358,17 @@ impl RedisBackendBuilder {
                 )),
             }
         }
+        fn pem_file(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<Vec<u8>>, RedisCacheError> {
+            match get(name) {
+                None => Ok(None),
+                Some(path) => std::fs::read(path.trim()).map(Some).map_err(|e| {
+                    RedisCacheError::config(name, format!("cannot read `{}`: {e}", path.trim()))
+                }),
+            }
+        }
         let url =
             get("REDIS_URL").ok_or_else(|| RedisCacheError::config("REDIS_URL", "is not set"))?;
         let mut b = RedisBackendBuilder::default().url(url);
@@ -344,6 +404,28 @@ impl RedisBackendBuilder {
         }
         if let Some(ms) = num::<u64>(&get, "CACHE_REDIS_LOCK_TTL_MS")? {
             b = b.distributed_lock(Duration::from_millis(ms));
+        }
+        if let Some(ca) = pem_file(&get, "REDIS_TLS_CA_CERT")? {
+            b = b.tls_ca_cert_pem(ca);
+        }
+        match (
+            pem_file(&get, "REDIS_TLS_CLIENT_CERT")?,
+            pem_file(&get, "REDIS_TLS_CLIENT_KEY")?,
+        ) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => b = b.tls_client_cert_pem(cert, key),
+            (Some(_), None) => {
+                return Err(RedisCacheError::config(
+                    "REDIS_TLS_CLIENT_KEY",
+                    "is not set but REDIS_TLS_CLIENT_CERT is (mutual TLS needs both)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(RedisCacheError::config(
+                    "REDIS_TLS_CLIENT_CERT",
+                    "is not set but REDIS_TLS_CLIENT_KEY is (mutual TLS needs both)",
+                ))
+            }
         }
         b.validate_named(true)?;
         Ok(b)
@@ -405,6 +487,14 @@ impl RedisBackendBuilder {
                 "must be at least 1",
             ));
         }
+        self.tls
+            .validate(if env { &TlsNames::ENV } else { &TlsNames::BUILDER })?;
+        if self.tls.is_set() && !self.url.trim().starts_with("rediss://") {
+            return Err(RedisCacheError::config(
+                name("url", "REDIS_URL"),
+                "TLS certificates are configured but the URL is not `rediss://`",
+            ));
+        }
         positive("sweep.interval", self.sweep_interval)?;
         if self.sweep_batch == 0 {
             return Err(RedisCacheError::config("sweep.batch", "must be at least 1"));
@@ -456,6 +546,11 @@ impl RedisBackendBuilder {
         Ok(info.set_redis_settings(settings))
     }
 
+    /// The redis-rs client every connection of the backend derives from (TLS applied).
+    pub(crate) fn client(&self) -> Result<redis::Client, RedisCacheError> {
+        crate::connection::open_client(self.connection_info()?, &self.tls, "url")
+    }
+
     /// Builds the backend without connecting: the connection is made in the background (and
     /// remade after failures); until it is up, operations fail fast and cached fns run
     /// uncached. `Err` only for an invalid option. Use
@@ -489,7 +584,7 @@ impl RedisBackendBuilder {
         } else {
             Err(RedisCacheError::Connect {
                 url,
-                reason: format!("no connection within {limit:?}"),
+                reason: no_connection(limit, backend.last_connect_error()),
             })
         }
     }
@@ -509,7 +604,7 @@ impl RedisBackendBuilder {
         } else {
             Err(RedisCacheError::Connect {
                 url,
-                reason: format!("no connection within {limit:?}"),
+                reason: no_connection(limit, backend.last_connect_error()),
             })
         }
     }

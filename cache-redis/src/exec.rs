@@ -105,6 +105,8 @@ pub(crate) struct Conn {
     connecting: AtomicBool,
     connected: Notify,
     connects: AtomicU64,
+    failures: AtomicU64,
+    last_error: parking_lot::Mutex<Option<String>>,
     handle: Handle,
     redacted_url: String,
 }
@@ -126,6 +128,8 @@ impl Conn {
             connecting: AtomicBool::new(false),
             connected: Notify::new(),
             connects: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: parking_lot::Mutex::new(None),
             handle,
             redacted_url,
         })
@@ -154,6 +158,30 @@ impl Conn {
 
     pub(crate) fn connects(&self) -> u64 {
         self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Connection attempts that failed (refused, TLS handshake, authentication, timeout).
+    pub(crate) fn connect_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the last connection attempt failed, if it did (no secret in it).
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// Counts and logs a failed attempt: a warning when an outage starts or its reason
+    /// changes, debug for the retries in between.
+    fn attempt_failed(&self, e: &redis::RedisError) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let reason = crate::config::redact_url(&e.to_string());
+        let mut last = self.last_error.lock();
+        if last.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(url = %self.redacted_url, error = %reason, "cannot connect to Redis; the cache runs uncached (fail-open) and retries");
+            *last = Some(reason);
+        } else {
+            tracing::debug!(url = %self.redacted_url, error = %reason, "Redis connect failed; retrying");
+        }
     }
 
     /// Waits until a connection is up (at most `limit`).
@@ -198,6 +226,7 @@ impl Conn {
                     .await;
                 match attempt {
                     Ok(c) => {
+                        *conn.last_error.lock() = None;
                         conn.current.store(Some(Arc::new(c)));
                         conn.connects.fetch_add(1, Ordering::Relaxed);
                         conn.connecting.store(false, Ordering::Release);
@@ -205,9 +234,7 @@ impl Conn {
                         tracing::info!(url = %conn.redacted_url, "connected to Redis");
                         return;
                     }
-                    Err(e) => {
-                        tracing::debug!(url = %conn.redacted_url, error = %e, "Redis connect failed; retrying");
-                    }
+                    Err(e) => conn.attempt_failed(&e),
                 }
                 drop(conn);
                 tokio::time::sleep(delay).await;

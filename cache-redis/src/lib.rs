@@ -36,9 +36,12 @@
 mod backend;
 mod breaker;
 pub mod config;
+mod connection;
 mod envelope;
 mod error;
 mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 mod keys;
 mod retry;

@@ -90,6 +90,9 @@ pub struct RedisStats {
     pub breaker_trips: u64,
     /// Connections made (the first one and reconnections).
     pub connects: u64,
+    /// Connection attempts that failed (refused, TLS handshake, authentication, timeout); the
+    /// reason of the last one is [`RedisBackend::last_connect_error`](crate::RedisBackend::last_connect_error).
+    pub connect_failures: u64,
     /// Dependency references removed by the garbage collector (notifications and sweeps).
     pub gc_references_removed: u64,
     /// Sweep batches run by this instance.

@@ -58,6 +58,8 @@ pub struct TrackingStats {
     pub connections: u64,
     /// Connections lost (disconnection or failed ping).
     pub losses: u64,
+    /// Connection attempts that failed (refused, TLS handshake, authentication, timeout).
+    pub connect_errors: u64,
     /// Times the local store was flushed because invalidations may have been lost.
     pub flushes: u64,
 }
@@ -69,6 +71,7 @@ struct Counters {
     flush_all: AtomicU64,
     connections: AtomicU64,
     losses: AtomicU64,
+    connect_errors: AtomicU64,
     flushes: AtomicU64,
 }
 
@@ -207,6 +210,7 @@ impl Tracker {
             flush_all: c.flush_all.load(Relaxed),
             connections: c.connections.load(Relaxed),
             losses: c.losses.load(Relaxed),
+            connect_errors: c.connect_errors.load(Relaxed),
             flushes: c.flushes.load(Relaxed),
         }
     }
@@ -301,7 +305,10 @@ async fn run(client: Client, shared: Arc<Shared>) {
                 shared.flush();
                 tracing::warn!("cache tracking: connection lost; L1 flushed; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "cache tracking: cannot connect; retrying"),
+            Err(e) => {
+                shared.counters.connect_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "cache tracking: cannot connect; retrying")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = next_backoff(backoff);

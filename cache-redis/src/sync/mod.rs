@@ -32,6 +32,9 @@ mod tasks;
 
 pub(crate) use tasks::resp3_client;
 
+use crate::config::redact_url;
+use crate::connection::{open_client, TlsNames, TlsOptions};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,6 +215,8 @@ pub struct SyncStats {
     pub subscriptions: u64,
     /// Subscriptions lost (disconnection or failed ping).
     pub subscription_losses: u64,
+    /// Subscribe attempts that failed (refused, TLS handshake, authentication, timeout).
+    pub subscribe_errors: u64,
     /// Local flushes made because messages may have been lost.
     pub flushes: u64,
 }
@@ -228,6 +233,7 @@ pub(crate) struct SyncCounters {
     unreadable_messages: AtomicU64,
     subscriptions: AtomicU64,
     subscription_losses: AtomicU64,
+    subscribe_errors: AtomicU64,
     flushes: AtomicU64,
 }
 
@@ -358,6 +364,7 @@ impl Synchronizer {
             unreadable_messages: c.unreadable_messages.load(Relaxed),
             subscriptions: c.subscriptions.load(Relaxed),
             subscription_losses: c.subscription_losses.load(Relaxed),
+            subscribe_errors: c.subscribe_errors.load(Relaxed),
             flushes: c.flushes.load(Relaxed),
         }
     }
@@ -413,20 +420,53 @@ pub fn with_redis_sync<B: Backend>(
 #[must_use]
 pub struct SyncedBackendBuilder<B> {
     local: B,
-    client: Option<Result<redis::Client, String>>,
+    source: Option<Source>,
+    tls: TlsOptions,
     options: SyncOptions,
+}
+
+/// Where the synchronizer's connections go.
+enum Source {
+    Client(redis::Client),
+    Url(String),
 }
 
 impl<B: Backend> SyncedBackendBuilder<B> {
     /// The Redis server, as a redis-rs client.
     pub fn client(mut self, client: redis::Client) -> Self {
-        self.client = Some(Ok(client));
+        self.source = Some(Source::Client(client));
         self
     }
 
     /// The Redis server, as a URL (`redis://`, `rediss://`, with credentials if any).
     pub fn url(mut self, url: &str) -> Self {
-        self.client = Some(redis::Client::open(url).map_err(|e| e.to_string()));
+        self.source = Some(Source::Url(url.to_string()));
+        self
+    }
+
+    /// Trust anchors (PEM) for a `rediss://` [`url`](Self::url), as
+    /// [`RedisBackendBuilder::tls_ca_cert_pem`](crate::RedisBackendBuilder::tls_ca_cert_pem).
+    ///
+    /// ```no_run
+    /// let node = cache_redis::SyncedBackend::builder(cache_core::MemoryBackend::new())
+    ///     .url("rediss://cache.internal:6380/")
+    ///     .tls_ca_cert_pem(std::fs::read("ca.pem").unwrap())
+    ///     .channel("app:sync")
+    ///     .build();
+    /// ```
+    pub fn tls_ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// A client certificate and key (PEM) for mutual TLS, as
+    /// [`RedisBackendBuilder::tls_client_cert_pem`](crate::RedisBackendBuilder::tls_client_cert_pem).
+    pub fn tls_client_cert_pem(
+        mut self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client_pem = Some((cert.into(), key.into()));
         self
     }
 
@@ -454,15 +494,32 @@ impl<B: Backend> SyncedBackendBuilder<B> {
     /// assert!(err.to_string().contains("channel"));
     /// ```
     pub fn build(self) -> Result<SyncedBackend<B>, CacheError> {
-        let client = match self.client {
+        let client = match self.source {
             None => {
                 return Err(CacheError::config(
                     "client",
                     "a Redis client or url is required",
                 ))
             }
-            Some(Err(e)) => return Err(CacheError::config("url", e)),
-            Some(Ok(c)) => c,
+            Some(Source::Client(c)) => {
+                if self.tls.is_set() {
+                    return Err(CacheError::config(
+                        "tls_ca_cert_pem",
+                        "TLS options apply to a url; configure a redis::Client's TLS yourself",
+                    ));
+                }
+                c
+            }
+            Some(Source::Url(url)) => {
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| {
+                        CacheError::config("url", format!("`{}`: {e}", redact_url(&url)))
+                    })?;
+                self.tls
+                    .validate(&TlsNames::BUILDER)
+                    .and_then(|()| open_client(info, &self.tls, "url"))
+                    .map_err(CacheError::from)?
+            }
         };
         self.options.validate()?;
         let local = Arc::new(self.local);
@@ -487,7 +544,8 @@ impl<B: Backend> SyncedBackend<B> {
     pub fn builder(local: B) -> SyncedBackendBuilder<B> {
         SyncedBackendBuilder {
             local,
-            client: None,
+            source: None,
+            tls: TlsOptions::default(),
             options: SyncOptions::default(),
         }
     }

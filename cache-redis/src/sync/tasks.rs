@@ -15,12 +15,9 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The same server, spoken to in RESP3 (push messages).
 pub(crate) fn resp3_client(client: &Client) -> redis::RedisResult<Client> {
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings))
+    crate::connection::derive_client(client, |settings| {
+        settings.set_protocol(ProtocolVersion::RESP3)
+    })
 }
 
 fn config(shared: &Shared) -> AsyncConnectionConfig {
@@ -208,6 +205,7 @@ pub(crate) async fn subscriber(client: Client, shared: Arc<Shared>) {
                 tracing::warn!(channel = %shared.channel, "cache sync: subscription lost; resubscribing");
             }
             Err(e) => {
+                shared.counters.subscribe_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "cache sync: cannot subscribe; retrying");
             }
         }
