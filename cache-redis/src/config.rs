@@ -102,7 +102,10 @@ impl fmt::Debug for RedisBackendBuilder {
             .field("lock_ttl", &self.lock_ttl)
             .field("gc", &self.gc)
             .field("tls_ca_cert", &self.tls.ca_pem.as_ref().map(|_| "<set>"))
-            .field("tls_client_cert", &self.tls.client_pem.as_ref().map(|_| "<set>"))
+            .field(
+                "tls_client_cert",
+                &self.tls.client_pem.as_ref().map(|_| "<set>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -487,8 +490,11 @@ impl RedisBackendBuilder {
                 "must be at least 1",
             ));
         }
-        self.tls
-            .validate(if env { &TlsNames::ENV } else { &TlsNames::BUILDER })?;
+        self.tls.validate(if env {
+            &TlsNames::ENV
+        } else {
+            &TlsNames::BUILDER
+        })?;
         if self.tls.is_set() && !self.url.trim().starts_with("rediss://") {
             return Err(RedisCacheError::config(
                 name("url", "REDIS_URL"),
@@ -619,6 +625,96 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@h/"), "redis://:***@h/");
         assert_eq!(redact_url("rediss://user@h/"), "rediss://user@h/");
         assert_eq!(redact_url("nonsense"), "nonsense");
+    }
+
+    #[cfg(feature = "tls")]
+    fn field_of(r: Result<RedisBackendBuilder, RedisCacheError>) -> (String, String) {
+        match r.map(|_| ()).unwrap_err() {
+            RedisCacheError::Config { field, reason } => (field, reason),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn tls_options_without_the_feature_are_an_error() {
+        let e = RedisBackendBuilder::default()
+            .tls_ca_cert_pem("x")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tls_ca_cert_pem") && e.contains("`tls` feature"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn tls_files_from_env_name_the_variable() {
+        let dir = std::env::temp_dir().join(format!("cache-redis-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let garbage = garbage.to_string_lossy().into_owned();
+        let vars = |pairs: Vec<(&'static str, String)>| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let url = ("REDIS_URL", "rediss://127.0.0.1:6380/".to_string());
+        let (field, reason) = field_of(RedisBackendBuilder::from_vars(vars(vec![
+            url.clone(),
+            ("REDIS_TLS_CA_CERT", "/nonexistent/ca.pem".into()),
+        ])));
+        assert_eq!(field, "REDIS_TLS_CA_CERT");
+        assert!(reason.contains("/nonexistent/ca.pem"), "{reason}");
+        let (field, _) = field_of(RedisBackendBuilder::from_vars(vars(vec![
+            url.clone(),
+            ("REDIS_TLS_CA_CERT", garbage.clone()),
+        ])));
+        assert_eq!(field, "REDIS_TLS_CA_CERT");
+        let (field, _) = field_of(RedisBackendBuilder::from_vars(vars(vec![
+            url.clone(),
+            ("REDIS_TLS_CLIENT_CERT", garbage.clone()),
+        ])));
+        assert_eq!(field, "REDIS_TLS_CLIENT_KEY");
+        let (field, _) = field_of(RedisBackendBuilder::from_vars(vars(vec![
+            url.clone(),
+            ("REDIS_TLS_CLIENT_CERT", garbage.clone()),
+            ("REDIS_TLS_CLIENT_KEY", garbage.clone()),
+        ])));
+        assert_eq!(field, "REDIS_TLS_CLIENT_CERT");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn tls_options_are_checked() {
+        let b = RedisBackendBuilder::default;
+        let err = |r: Result<(), RedisCacheError>| match r.unwrap_err() {
+            RedisCacheError::Config { field, reason } => format!("{field}: {reason}"),
+            e => panic!("{e}"),
+        };
+        let bad = b().url("rediss://h:1/").tls_ca_cert_pem("nope");
+        assert!(err(bad.validate()).starts_with("tls_ca_cert_pem"));
+        {
+            let plain = b().url("redis://h:1/").tls_ca_cert_pem(
+                "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ==\n-----END CERTIFICATE-----\n",
+            );
+            let e = err(plain.validate());
+            assert!(e.contains("tls_ca_cert_pem") || e.contains("rediss"), "{e}");
+            let key = b()
+                .url("rediss://h:1/")
+                .tls_client_cert_pem("nope", "secret-key-material");
+            let e = err(key.validate());
+            assert!(e.starts_with("tls_client_cert_pem"), "{e}");
+            assert!(!e.contains("secret-key-material"), "{e}");
+            assert!(!format!("{key:?}").contains("secret-key-material"));
+        }
     }
 
     #[test]

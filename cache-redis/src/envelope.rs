@@ -16,7 +16,8 @@
 //! lease is at least that generation ([`Stored::Tombstone`]), not as a corrupt value.
 //!
 //! Anything else (wrong magic, unknown version or flags, truncated header, bad LZ4, a
-//! decompressed size over the limit) is [`EnvelopeError`]: the backend answers a miss and the
+//! decompressed size over the limit, or one that is not the size the LZ4 block decompresses
+//! to, or more than any block of its length could) is [`EnvelopeError`]: the backend answers a miss and the
 //! next fill overwrites the key.
 
 pub(crate) const MAGIC: u8 = 0xCA;
@@ -26,6 +27,10 @@ const F_SLIDING: u8 = 2;
 const F_DEADLINE: u8 = 4;
 const F_TOMBSTONE: u8 = 8;
 const KNOWN: u8 = F_LZ4 | F_SLIDING | F_DEADLINE;
+
+/// The most an LZ4 block can expand: per input byte, a match length extension byte adds at most
+/// 255 output bytes, a literal one byte; a sequence's token and offset (3 bytes) add at most 19.
+const LZ4_MAX_RATIO: usize = 255;
 
 /// How long a tombstone lives (ms; `TOMB_PX` in `scripts/common.lua`, pinned by a test). It
 /// only has to outlive the window in which a process may still lease a miss with a generation
@@ -160,16 +165,30 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored
         None
     };
     let payload = if flags & F_LZ4 != 0 {
-        let body = &bytes[at..];
-        let claimed = body
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        let (size, block) = bytes[at..]
+            .split_first_chunk::<4>()
             .ok_or(EnvelopeError::Truncated)?;
+        let claimed = u32::from_le_bytes(*size) as usize;
         if claimed > max_decompressed {
             return Err(EnvelopeError::TooLarge(claimed));
         }
-        lz4_flex::block::decompress_size_prepended(body)
-            .map_err(|e| EnvelopeError::Lz4(e.to_string()))?
+        // The decoder allocates the claimed size up front: a claim no block of this length can
+        // produce is corrupt, and must not cost an allocation of up to `max_decompressed`.
+        if claimed > block.len().saturating_mul(LZ4_MAX_RATIO) {
+            return Err(EnvelopeError::Lz4(format!(
+                "{claimed} bytes claimed by a {}-byte block",
+                block.len()
+            )));
+        }
+        let payload = lz4_flex::block::decompress(block, claimed)
+            .map_err(|e| EnvelopeError::Lz4(e.to_string()))?;
+        if payload.len() != claimed {
+            return Err(EnvelopeError::Lz4(format!(
+                "{} bytes decompressed, {claimed} claimed",
+                payload.len()
+            )));
+        }
+        payload
     } else {
         bytes.drain(..at);
         bytes

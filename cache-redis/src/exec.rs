@@ -174,7 +174,13 @@ impl Conn {
     /// changes, debug for the retries in between.
     fn attempt_failed(&self, e: &redis::RedisError) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let reason = crate::config::redact_url(&e.to_string());
+        let mut reason = crate::config::redact_url(&e.to_string());
+        let tls = self.redacted_url.starts_with("rediss://");
+        if tls && e.is_timeout() {
+            reason.push_str(" (no TLS handshake: is the port a TLS port?)");
+        } else if !tls && (e.is_connection_dropped() || e.is_io_error()) {
+            reason.push_str(" (if the port speaks TLS only, use a rediss:// URL)");
+        }
         let mut last = self.last_error.lock();
         if last.as_deref() != Some(reason.as_str()) {
             tracing::warn!(url = %self.redacted_url, error = %reason, "cannot connect to Redis; the cache runs uncached (fail-open) and retries");

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod alloc;
+pub mod tls;
 pub mod zipf;
 
 use std::io;
@@ -132,6 +133,7 @@ pub struct RedisServer {
     bin: PathBuf,
     port: u16,
     args: Vec<String>,
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -148,6 +150,39 @@ impl RedisServer {
             bin: bin.to_path_buf(),
             port: free_port()?,
             args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts a server that speaks TLS only (`--port 0 --tls-port P`) with the certificates of
+    /// `certs`; `auth_clients` is `--tls-auth-clients yes|no` (whether a client certificate
+    /// signed by the CA is required). [`url`](Self::url) is then `rediss://127.0.0.1:P/`.
+    ///
+    /// ```no_run
+    /// let Some(bin) = test_support::require_redis_server() else { return };
+    /// let certs = test_support::tls::Certs::generate().unwrap();
+    /// let server = test_support::RedisServer::start_tls(&bin, &certs, true).unwrap();
+    /// assert!(server.url().starts_with("rediss://"));
+    /// ```
+    pub fn start_tls(bin: &Path, certs: &tls::Certs, auth_clients: bool) -> io::Result<Self> {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut server = RedisServer {
+            bin: bin.to_path_buf(),
+            port: free_port()?,
+            args: vec![
+                "--tls-cert-file".into(),
+                path(&certs.server_cert),
+                "--tls-key-file".into(),
+                path(&certs.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&certs.ca_cert),
+                "--tls-auth-clients".into(),
+                if auth_clients { "yes" } else { "no" }.into(),
+            ],
+            tls: true,
             child: None,
         };
         server.spawn()?;
@@ -156,9 +191,15 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        if self.tls {
+            cmd.arg("--port")
+                .arg("0")
+                .arg("--tls-port")
+                .arg(self.port.to_string());
+        } else {
+            cmd.arg("--port").arg(self.port.to_string());
+        }
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -179,7 +220,9 @@ impl RedisServer {
                     return true; // exited: reported below
                 }
             }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() && self.ping()
+            // A TLS port is checked by accepting TCP (a TLS ping would need TLS in this crate).
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+                && (self.tls || self.ping())
         });
         if let Some(child) = self.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
@@ -228,9 +271,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/` (no credentials).
+    /// `redis://127.0.0.1:PORT/` (no credentials); `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// A redis-rs client for this server (with the `--requirepass` password, if any).

@@ -139,6 +139,8 @@ impl SyncMessage {
         }
         let node = std::str::from_utf8(&rest[..16])
             .ok()
+            // `from_str_radix` would also take a leading `+`
+            .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|s| u64::from_str_radix(s, 16).ok())
             .ok_or(MessageError("bad node id"))?;
         let mut rest = &rest[17..];

@@ -427,14 +427,14 @@ pub struct SyncedBackendBuilder<B> {
 
 /// Where the synchronizer's connections go.
 enum Source {
-    Client(redis::Client),
+    Client(Box<redis::Client>),
     Url(String),
 }
 
 impl<B: Backend> SyncedBackendBuilder<B> {
     /// The Redis server, as a redis-rs client.
     pub fn client(mut self, client: redis::Client) -> Self {
-        self.source = Some(Source::Client(client));
+        self.source = Some(Source::Client(Box::new(client)));
         self
     }
 
@@ -508,11 +508,11 @@ impl<B: Backend> SyncedBackendBuilder<B> {
                         "TLS options apply to a url; configure a redis::Client's TLS yourself",
                     ));
                 }
-                c
+                *c
             }
             Some(Source::Url(url)) => {
-                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                    .map_err(|e| {
+                let info =
+                    redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
                         CacheError::config("url", format!("`{}`: {e}", redact_url(&url)))
                     })?;
                 self.tls
