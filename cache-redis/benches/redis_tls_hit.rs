@@ -56,13 +56,15 @@ fn main() {
             panic!("a fresh server")
         };
         shared
-            .set(&key, value::share("v".repeat(100)), &EntryOptions::new(), lease)
+            .set(
+                &key,
+                value::share("v".repeat(100)),
+                &EntryOptions::new(),
+                lease,
+            )
             .await
             .unwrap();
-        raw_client
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        raw_client.get_multiplexed_async_connection().await.unwrap()
     });
 
     for round in 1..=ROUNDS {

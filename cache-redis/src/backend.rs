@@ -133,6 +133,13 @@ fn unix_ms() -> u64 {
 /// extra (its next lookup is the `MGET`). Tombstones must outlive this window
 /// ([`envelope::TOMBSTONE_TTL_MS`]).
 pub(crate) const GEN_FRESH_MS: u64 = 100;
+
+/// Units of work one invalidation step may do (an entry removed costs 1 + its dependency
+/// count): about a millisecond of server time, so a `PING` from another client never waits
+/// long behind an invalidation, whatever its fan-out.
+pub(crate) const INVALIDATION_BUDGET: usize = 100;
+/// Names one invalidation step takes at most.
+const INVALIDATION_NAMES_PER_STEP: usize = 64;
 const _: () = assert!(envelope::TOMBSTONE_TTL_MS >= 100 * GEN_FRESH_MS);
 
 /// Monotonic milliseconds since the first call, plus one (0 is "never").
@@ -495,31 +502,64 @@ impl Inner {
         }
     }
 
-    /// One invalidation script round trip.
+    /// Runs one invalidation as a sequence of bounded script steps ([`INVALIDATION_BUDGET`]
+    /// units of work each, so no step holds Redis for more than a few milliseconds whatever
+    /// the fan-out), taking the names each step reached until none is left. The first step
+    /// takes the generation; every later step stamps with it. Returns when every entry reachable
+    /// from `names` (transitively) has been removed.
     pub(crate) async fn apply_invalidation(
         &self,
         kind: InvalidationKind,
         names: &[String],
     ) -> Result<(), RedisCacheError> {
-        let mode = match kind {
+        let first_mode = match kind {
             InvalidationKind::Keys => "k",
             InvalidationKind::Dependencies => "d",
         };
-        let sent = mono_ms();
-        let (removed, gen): (u64, redis::Value) = self
-            .run("invalidate", |mut con| {
-                let mut inv = scripts::invalidate().prepare_invoke();
-                inv.arg(&self.layout.prefix).arg(mode);
-                for n in names {
-                    inv.arg(n);
+        // (mode, names) still to take; `seen` keeps a name reached twice from being walked twice
+        let mut todo: std::collections::VecDeque<(&'static str, Vec<String>)> =
+            std::collections::VecDeque::new();
+        todo.push_back((first_mode, names.to_vec()));
+        let mut seen: std::collections::HashSet<String> = names.iter().cloned().collect();
+        let mut gen_arg = "new".to_string();
+        while let Some((mode, batch)) = todo.pop_front() {
+            for chunk in batch.chunks(INVALIDATION_NAMES_PER_STEP) {
+                let sent = mono_ms();
+                let (removed, gen, reached, unfinished): (
+                    u64,
+                    redis::Value,
+                    Vec<String>,
+                    Vec<String>,
+                ) = self
+                    .run("invalidate", |mut con| {
+                        let mut inv = scripts::invalidate().prepare_invoke();
+                        inv.arg(&self.layout.prefix)
+                            .arg(&gen_arg)
+                            .arg(INVALIDATION_BUDGET)
+                            .arg(mode);
+                        for n in chunk {
+                            inv.arg(n);
+                        }
+                        async move { inv.invoke_async(&mut con).await }
+                    })
+                    .await?;
+                if let Some(g) = parse_gen(&gen) {
+                    self.learn_gen(g, sent);
+                    gen_arg = g.to_string();
                 }
-                async move { inv.invoke_async(&mut con).await }
-            })
-            .await?;
-        if let Some(g) = parse_gen(&gen) {
-            self.learn_gen(g, sent);
+                self.counters.invalidated.add(removed);
+                if !unfinished.is_empty() {
+                    todo.push_front((mode, unfinished));
+                }
+                let fresh: Vec<String> = reached
+                    .into_iter()
+                    .filter(|t| seen.insert(t.clone()))
+                    .collect();
+                if !fresh.is_empty() {
+                    todo.push_back(("d", fresh));
+                }
+            }
         }
-        self.counters.invalidated.add(removed);
         Ok(())
     }
 
@@ -649,6 +689,12 @@ impl RedisBackend {
         });
         inner.conn.reconnect();
         crate::retry::start(&inner);
+        if b.dependencies {
+            inner
+                .exec
+                .handle()
+                .spawn(crate::eviction::check(Arc::downgrade(&inner)));
+        }
         if b.gc {
             crate::gc::start(&inner, b.notifications, b.sweep_interval, b.sweep_batch);
         }

@@ -39,6 +39,7 @@ pub mod config;
 mod connection;
 mod envelope;
 mod error;
+mod eviction;
 mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
