@@ -35,17 +35,16 @@ use cache_core::{Backend, BackendStats, CacheError, EntryOptions, Key, Lease, Lo
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
-use crate::breaker::Breaker;
-use crate::config::{redact_url, RedisBackendBuilder};
+use crate::client::RedisClient;
+use crate::config::RedisBackendBuilder;
 use crate::envelope;
-use crate::error::{classify, RedisCacheError};
-use crate::exec::{Conn, Exec};
+use crate::error::RedisCacheError;
 use crate::keys::Layout;
 use crate::retry::{InvalidationKind, RetryQueue};
 use crate::scripts;
 use crate::stats::{Counters, RedisStats};
 
-/// The Redis backend. Cheap to clone (clones share one connection, runtime thread and
+/// The Redis backend. Cheap to clone (clones share one connection, background tasks and
 /// counters); install it with `Arc::new(backend)` as a cache-core backend.
 ///
 /// ```no_run
@@ -76,38 +75,33 @@ pub struct RedisBackend {
 }
 
 pub(crate) struct Inner {
+    /// The connection, breaker, op timeout and background tasks ([`crate::client`]).
+    pub(crate) client: Arc<RedisClient>,
     pub(crate) layout: Layout,
-    pub(crate) op_timeout: Duration,
     max_payload: usize,
     compress_over: usize,
     dependencies: bool,
     lock_ttl: Option<Duration>,
-    pub(crate) retry_limit: Duration,
-    pub(crate) redacted_url: String,
-    pub(crate) db: i64,
-    pub(crate) instance: String,
-    pub(crate) conn: Arc<Conn>,
-    pub(crate) breaker: Breaker,
-    pub(crate) counters: Counters,
-    pub(crate) retry: RetryQueue,
+    retry_limit: Duration,
+    instance: String,
+    counters: Arc<Counters>,
+    retry: RetryQueue,
     /// The longest ttl (ms) of an entry set by this backend; `u64::MAX` once an entry without
     /// an absolute ttl was set. Bounds how long a failed invalidation is retried.
-    pub(crate) max_ttl_ms: AtomicU64,
-    pub(crate) gc: crate::gc::GcState,
+    max_ttl_ms: AtomicU64,
+    gc: Arc<crate::gc::Gc>,
     /// The newest generation seen in a reply (a safe lease for any later miss).
     known_gen: AtomicU64,
     /// [`mono_ms`] when the request that brought `known_gen` was sent (0: never).
     known_at: AtomicU64,
-    // Last: dropping it stops the runtime thread.
-    pub(crate) exec: Exec,
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("url", &self.inner.redacted_url)
+            .field("url", &self.inner.client.redacted_url())
             .field("prefix", &self.inner.layout.prefix)
-            .field("connected", &self.inner.conn.is_connected())
+            .field("connected", &self.inner.client.is_connected())
             .finish_non_exhaustive()
     }
 }
@@ -199,43 +193,13 @@ impl Inner {
         Some(self.known_gen.load(Ordering::Acquire))
     }
 
-    /// Runs one Redis operation: breaker, connection, op timeout, error classification.
+    /// Runs one Redis operation through the client (breaker, op timeout, classification).
     pub(crate) async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
-        self.breaker.allow()?;
-        let Some(con) = self.conn.get() else {
-            self.breaker.failure();
-            return Err(RedisCacheError::Redis {
-                op,
-                reason: "outage: not connected (reconnecting)".into(),
-            });
-        };
-        match tokio::time::timeout(self.op_timeout, f(con)).await {
-            Ok(Ok(v)) => {
-                self.breaker.success();
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                self.conn.failed(&e);
-                let e = classify(op, e);
-                if e.is_outage() {
-                    self.breaker.failure();
-                } else {
-                    self.breaker.success();
-                }
-                Err(e)
-            }
-            Err(_) => {
-                self.breaker.failure();
-                Err(RedisCacheError::Timeout {
-                    op,
-                    timeout: self.op_timeout,
-                })
-            }
-        }
+        self.client.run(op, f).await
     }
 
     async fn lookup(self: &Arc<Self>, text: &str) -> Result<Found, RedisCacheError> {
@@ -280,7 +244,7 @@ impl Inner {
         text: &str,
         ttl: Duration,
     ) -> Result<Found, RedisCacheError> {
-        let deadline = tokio::time::Instant::now() + ttl + self.op_timeout;
+        let deadline = tokio::time::Instant::now() + ttl + self.client.op_timeout();
         let mut delay = Duration::from_millis(2);
         let mut waited = false;
         loop {
@@ -364,11 +328,11 @@ impl Inner {
             }
             ms = ms.min(left);
         }
-        let Some(mut con) = self.conn.get() else {
+        let Some(mut con) = self.client.connection() else {
             return;
         };
         let item = self.layout.item(text);
-        self.exec.handle().spawn(async move {
+        self.client.handle().spawn(async move {
             let _ = redis::cmd("PEXPIRE")
                 .arg(item)
                 .arg(ms)
@@ -478,6 +442,17 @@ impl Inner {
         }
     }
 
+    /// Queues a failed invalidation for as long as an entry it could remove may live.
+    fn queue_retry(&self, kind: InvalidationKind, names: Vec<String>) {
+        let ttl = self.max_ttl_ms.load(Ordering::Relaxed);
+        let horizon = if ttl == u64::MAX {
+            self.retry_limit
+        } else {
+            Duration::from_millis(ttl).min(self.retry_limit)
+        };
+        self.retry.push(kind, names, horizon);
+    }
+
     /// Runs an invalidation now (in order behind queued ones); on an outage, queues it.
     pub(crate) async fn invalidate(
         self: Arc<Self>,
@@ -485,7 +460,7 @@ impl Inner {
         names: Vec<String>,
     ) -> Result<(), CacheError> {
         if self.retry.pending() > 0 {
-            self.retry.push(&self, kind, names);
+            self.queue_retry(kind, names);
             return Err(CacheError::backend(
                 "redis",
                 "earlier invalidations are still pending; this one is queued behind them",
@@ -496,7 +471,7 @@ impl Inner {
             Err(e) => {
                 self.counters.errors.incr();
                 tracing::warn!(error = %e, ?names, "invalidation failed; queued for retry");
-                self.retry.push(&self, kind, names);
+                self.queue_retry(kind, names);
                 Err(e.into())
             }
         }
@@ -633,10 +608,10 @@ impl Inner {
             invalidations_retried: c.retried.get(),
             invalidations_dropped: c.dropped.get(),
             pending_invalidations: self.retry.pending() as u64,
-            breaker_open: self.breaker.is_open(),
-            breaker_trips: self.breaker.trips(),
-            connects: self.conn.connects(),
-            connect_failures: self.conn.connect_failures(),
+            breaker_open: self.client.breaker_open(),
+            breaker_trips: self.client.breaker_trips(),
+            connects: self.client.connects(),
+            connect_failures: self.client.connect_failures(),
             gc_references_removed: c.gc_removed.get(),
             sweep_batches: c.sweeps.get(),
             lock_waits: c.lock_waits.get(),
@@ -656,47 +631,47 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_builder(b: RedisBackendBuilder) -> Result<Self, RedisCacheError> {
-        let client = b.client()?;
-        let db = client.get_connection_info().redis_settings().db();
-        let exec = Exec::start("cache-redis")?;
-        let redacted_url = redact_url(&b.url);
-        let conn = Conn::new(
-            client,
-            b.connect_timeout,
-            exec.handle().clone(),
-            redacted_url.clone(),
+        let client = RedisClient::new(&b)?;
+        let layout = Layout::new(&b.prefix);
+        let counters = Arc::new(Counters::default());
+        let instance = instance_id();
+        let gc = crate::gc::Gc::new(
+            client.clone(),
+            layout.clone(),
+            counters.clone(),
+            instance.clone(),
         );
-        let inner = Arc::new(Inner {
-            layout: Layout::new(&b.prefix),
-            op_timeout: b.op_timeout,
-            max_payload: b.max_payload,
-            compress_over: b.compress_over,
-            dependencies: b.dependencies,
-            lock_ttl: b.lock_ttl,
-            retry_limit: b.retry_limit,
-            redacted_url,
-            db,
-            instance: instance_id(),
-            conn,
-            breaker: Breaker::new(b.breaker_failures, b.breaker_cooldown),
-            counters: Counters::default(),
-            retry: RetryQueue::default(),
-            max_ttl_ms: AtomicU64::new(0),
-            gc: crate::gc::GcState::default(),
-            known_gen: AtomicU64::new(0),
-            known_at: AtomicU64::new(0),
-            exec,
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            let apply: crate::retry::Apply = Arc::new(move |kind, names| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    let inner = weak.upgrade()?;
+                    Some(inner.apply_invalidation(kind, &names).await)
+                })
+            });
+            Inner {
+                retry: RetryQueue::start(&client, counters.clone(), apply),
+                client: client.clone(),
+                layout,
+                max_payload: b.max_payload,
+                compress_over: b.compress_over,
+                dependencies: b.dependencies,
+                lock_ttl: b.lock_ttl,
+                retry_limit: b.retry_limit,
+                instance,
+                counters,
+                max_ttl_ms: AtomicU64::new(0),
+                gc: gc.clone(),
+                known_gen: AtomicU64::new(0),
+                known_at: AtomicU64::new(0),
+            }
         });
-        inner.conn.reconnect();
-        crate::retry::start(&inner);
         if b.dependencies {
-            inner
-                .exec
-                .handle()
-                .spawn(crate::eviction::check(Arc::downgrade(&inner)));
+            client.spawn(crate::eviction::check(Arc::downgrade(&client)));
         }
         if b.gc {
-            crate::gc::start(&inner, b.notifications, b.sweep_interval, b.sweep_batch);
+            crate::gc::start(&gc, b.notifications, b.sweep_interval, b.sweep_batch);
         }
         Ok(RedisBackend { inner })
     }
@@ -712,29 +687,17 @@ impl RedisBackend {
     /// # Ok(()) }
     /// ```
     pub async fn wait_connected(&self, limit: Duration) -> bool {
-        let conn = self.inner.conn.clone();
-        self.inner
-            .exec
-            .run(async move { conn.wait_connected(limit).await })
-            .await
-            .unwrap_or(false)
+        self.inner.client.wait_connected(limit).await
     }
 
     /// [`wait_connected`](Self::wait_connected) for sync code.
     pub fn wait_connected_blocking(&self, limit: Duration) -> bool {
-        let conn = self.inner.conn.clone();
-        self.inner
-            .exec
-            .block(
-                async move { conn.wait_connected(limit).await },
-                limit + Duration::from_millis(100),
-            )
-            .unwrap_or(false)
+        self.inner.client.wait_connected_blocking(limit)
     }
 
     /// Whether a connection is up now.
     pub fn is_connected(&self) -> bool {
-        self.inner.conn.is_connected()
+        self.inner.client.is_connected()
     }
 
     /// Why the last connection attempt failed (refused, TLS handshake, authentication, ...),
@@ -748,7 +711,7 @@ impl RedisBackend {
     /// # Ok::<(), cache_redis::RedisCacheError>(())
     /// ```
     pub fn last_connect_error(&self) -> Option<String> {
-        self.inner.conn.last_error()
+        self.inner.client.last_error()
     }
 
     /// The key prefix.
@@ -767,6 +730,11 @@ impl RedisBackend {
         self.inner.layout.item(text)
     }
 
+    /// What every entry key starts with (`PREFIX:{`).
+    pub(crate) fn entry_key_prefix(&self) -> &str {
+        self.inner.layout.entry_prefix()
+    }
+
     /// The key text of an entry key (`PREFIX:{text}` → `text`); `None` for other keys.
     ///
     /// ```
@@ -781,24 +749,25 @@ impl RedisBackend {
     /// The redis-rs client (same URL, credentials and db), for extra connections such as
     /// pub/sub.
     pub fn client(&self) -> &redis::Client {
-        self.inner.conn.client()
+        self.inner.client.redis()
     }
 
     /// The URL with its password redacted.
     pub fn redacted_url(&self) -> &str {
-        &self.inner.redacted_url
+        self.inner.client.redacted_url()
     }
 
     /// The operation timeout.
     pub fn op_timeout(&self) -> Duration {
-        self.inner.op_timeout
+        self.inner.client.op_timeout()
     }
 
-    /// A handle on the backend's own runtime thread (runs as long as the backend lives). Tasks
+    /// A handle on the crate's background executor (one thread per process, see the crate's
+    /// README), which drives the backend's connection and background tasks. Tasks
     /// spawned on it must use the async methods: a `*_blocking` method called there fails
     /// instead of deadlocking.
     pub fn runtime_handle(&self) -> tokio::runtime::Handle {
-        self.inner.exec.handle().clone()
+        self.inner.client.handle().clone()
     }
 
     /// All counters, including the Redis-specific ones.
@@ -821,33 +790,31 @@ impl RedisBackend {
     /// # }
     /// ```
     pub async fn sweep_now(&self) -> Result<u64, RedisCacheError> {
-        let inner = self.inner.clone();
-        self.inner
-            .exec
-            .run(async move { crate::gc::full_sweep(&inner, 500).await })
+        let gc = self.inner.gc.clone();
+        crate::client::exec::run(async move { crate::gc::full_sweep(&gc, 500).await })
             .await
             .unwrap_or_else(|| Err(RedisCacheError::Runtime("runtime stopped".into())))
     }
 
-    /// Runs `fut` on the backend's runtime thread and waits for it from a sync caller.
+    /// Runs `fut` on the background executor and waits for it from a sync caller.
     fn block<T: Send + 'static>(
         &self,
         op: &'static str,
         fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
     ) -> Result<T, CacheError> {
         // the future carries its own op timeout; the margin covers scheduling
-        let limit = self.inner.op_timeout * 2 + Duration::from_millis(100);
-        self.inner.exec.block(fut, limit).unwrap_or_else(|| {
+        let limit = self.inner.client.op_timeout() * 2 + Duration::from_millis(100);
+        crate::client::exec::block(fut, limit).unwrap_or_else(|| {
             self.inner.counters.errors.incr();
             Err(RedisCacheError::Timeout {
                 op,
-                timeout: self.inner.op_timeout,
+                timeout: self.inner.client.op_timeout(),
             }
             .into())
         })
     }
 
-    /// Awaits `fut` in the caller's task inside tokio, else on the backend's runtime thread.
+    /// Awaits `fut` in the caller's task inside tokio, else on the background executor.
     async fn on_runtime<T: Send + 'static>(
         &self,
         fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
@@ -855,9 +822,7 @@ impl RedisBackend {
         if in_tokio() {
             fut.await
         } else {
-            self.inner
-                .exec
-                .run(fut)
+            crate::client::exec::run(fut)
                 .await
                 .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
         }
@@ -965,9 +930,7 @@ impl Backend for RedisBackend {
     fn clear(&self) -> BoxFuture<'_, Result<(), CacheError>> {
         let fut = self.inner.clone().clear();
         Box::pin(async move {
-            self.inner
-                .exec
-                .run(fut)
+            crate::client::exec::run(fut)
                 .await
                 .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
         })
@@ -975,10 +938,8 @@ impl Backend for RedisBackend {
 
     fn clear_blocking(&self) -> Result<(), CacheError> {
         let fut = self.inner.clone().clear();
-        let limit = self.inner.op_timeout * 100 + Duration::from_secs(1);
-        self.inner
-            .exec
-            .block(fut, limit)
+        let limit = self.inner.client.op_timeout() * 100 + Duration::from_secs(1);
+        crate::client::exec::block(fut, limit)
             .unwrap_or_else(|| Err(CacheError::backend("redis", "clear timed out")))
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::connection::{TlsNames, TlsOptions};
+use crate::client::connect::{TlsNames, TlsOptions};
 use crate::error::RedisCacheError;
 
 /// Default key prefix.
@@ -554,7 +554,7 @@ impl RedisBackendBuilder {
 
     /// The redis-rs client every connection of the backend derives from (TLS applied).
     pub(crate) fn client(&self) -> Result<redis::Client, RedisCacheError> {
-        crate::connection::open_client(self.connection_info()?, &self.tls, "url")
+        crate::client::connect::open_client(self.connection_info()?, &self.tls, "url")
     }
 
     /// Builds the backend without connecting: the connection is made in the background (and

@@ -11,7 +11,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use crate::backend::Inner;
+use crate::client::RedisClient;
 
 /// What a `maxmemory-policy` means for invalidation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +35,11 @@ pub(crate) fn fit(policy: &str) -> PolicyFit {
 /// Reads the policy once the backend is connected and warns when invalidation could miss
 /// entries under it (once per backend: the first answer ends the task). `CONFIG` refused
 /// (managed Redis): a debug line.
-pub(crate) async fn check(weak: Weak<Inner>) {
+pub(crate) async fn check(weak: Weak<RedisClient>) {
     {
         for _ in 0..600 {
             let Some(inner) = weak.upgrade() else { return };
-            if !inner.conn.wait_connected(Duration::from_secs(1)).await {
+            if !inner.connected_within(Duration::from_secs(1)).await {
                 continue;
             }
             let policy: Result<Vec<String>, _> = inner

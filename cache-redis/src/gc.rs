@@ -19,29 +19,62 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 
-use crate::backend::Inner;
-use crate::error::RedisCacheError;
-use crate::scripts;
+use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
 
-#[derive(Default)]
-pub(crate) struct GcState {
+use crate::client::RedisClient;
+use crate::error::RedisCacheError;
+use crate::keys::Layout;
+use crate::scripts;
+use crate::stats::Counters;
+
+/// What the collector works with: the client, the key layout, the counters it adds to.
+pub(crate) struct Gc {
+    client: Arc<RedisClient>,
+    layout: Layout,
+    counters: Arc<Counters>,
+    /// This instance's id (the sweep lease's token).
+    instance: String,
     subscribed: AtomicBool,
     warned: AtomicBool,
 }
 
-impl GcState {
+impl Gc {
+    pub(crate) fn new(
+        client: Arc<RedisClient>,
+        layout: Layout,
+        counters: Arc<Counters>,
+        instance: String,
+    ) -> Arc<Self> {
+        Arc::new(Gc {
+            client,
+            layout,
+            counters,
+            instance,
+            subscribed: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the keyspace-notification subscription is up.
     pub(crate) fn subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
     }
+
+    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        self.client.run(op, f).await
+    }
 }
 
-pub(crate) fn start(inner: &Arc<Inner>, notifications: bool, interval: Duration, batch: usize) {
-    let weak = Arc::downgrade(inner);
-    inner
-        .exec
-        .handle()
-        .spawn(listen(weak.clone(), notifications));
-    inner.exec.handle().spawn(async move {
+/// Starts the notification listener and the periodic sweep (they end with the client).
+pub(crate) fn start(gc: &Arc<Gc>, notifications: bool, interval: Duration, batch: usize) {
+    let weak = Arc::downgrade(gc);
+    gc.client.spawn(listen(weak.clone(), notifications));
+    gc.client.spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
             let Some(inner) = weak.upgrade() else { return };
@@ -53,7 +86,7 @@ pub(crate) fn start(inner: &Arc<Inner>, notifications: bool, interval: Duration,
 }
 
 /// Makes sure the server publishes expired and evicted key events.
-async fn enable_notifications(inner: &Inner) {
+async fn enable_notifications(inner: &Gc) {
     let current: Result<Vec<String>, _> = inner
         .run("config", |mut con| async move {
             redis::cmd("CONFIG")
@@ -99,8 +132,8 @@ async fn enable_notifications(inner: &Inner) {
     }
 }
 
-fn warn_how(inner: &Inner, why: &str) {
-    if !inner.gc.warned.swap(true, Ordering::Relaxed) {
+fn warn_how(inner: &Gc, why: &str) {
+    if !inner.warned.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             error = why,
             "cannot turn on Redis keyspace notifications; run `CONFIG SET notify-keyspace-events Exe` \
@@ -110,18 +143,18 @@ fn warn_how(inner: &Inner, why: &str) {
     }
 }
 
-async fn listen(weak: Weak<Inner>, notifications: bool) {
+async fn listen(weak: Weak<Gc>, notifications: bool) {
     let mut delay = Duration::from_millis(50);
     loop {
         let (client, db) = {
             let Some(inner) = weak.upgrade() else { return };
-            if !inner.conn.wait_connected(Duration::from_secs(1)).await {
+            if !inner.client.connected_within(Duration::from_secs(1)).await {
                 continue;
             }
             if notifications {
                 enable_notifications(&inner).await;
             }
-            (inner.conn.client().clone(), inner.db)
+            (inner.client.redis().clone(), inner.client.db())
         };
         let channels = [
             format!("__keyevent@{db}__:expired"),
@@ -143,7 +176,7 @@ async fn listen(weak: Weak<Inner>, notifications: bool) {
         };
         delay = Duration::from_millis(50);
         if let Some(inner) = weak.upgrade() {
-            inner.gc.subscribed.store(true, Ordering::Relaxed);
+            inner.subscribed.store(true, Ordering::Relaxed);
         }
         let mut stream = ps.into_on_message();
         while let Some(first) = stream.next().await {
@@ -170,13 +203,13 @@ async fn listen(weak: Weak<Inner>, notifications: bool) {
             }
         }
         if let Some(inner) = weak.upgrade() {
-            inner.gc.subscribed.store(false, Ordering::Relaxed);
+            inner.subscribed.store(false, Ordering::Relaxed);
         }
         tracing::debug!("GC subscription lost; resubscribing");
     }
 }
 
-async fn collect(inner: &Inner, texts: &[String]) -> Result<u64, RedisCacheError> {
+async fn collect(inner: &Gc, texts: &[String]) -> Result<u64, RedisCacheError> {
     inner
         .run("gc", |mut con| {
             let mut inv = scripts::gc().prepare_invoke();
@@ -190,11 +223,7 @@ async fn collect(inner: &Inner, texts: &[String]) -> Result<u64, RedisCacheError
 }
 
 /// One sweep step if this instance holds (or takes) the sweep lease.
-async fn sweep_tick(
-    inner: &Inner,
-    interval: Duration,
-    batch: usize,
-) -> Result<u64, RedisCacheError> {
+async fn sweep_tick(inner: &Gc, interval: Duration, batch: usize) -> Result<u64, RedisCacheError> {
     let lock = inner.layout.gc_lock();
     let px = (interval.as_millis() as u64).saturating_mul(3).max(1000);
     let me = inner.instance.clone();
@@ -247,11 +276,7 @@ async fn sweep_tick(
 }
 
 /// Scans one batch from `cursor`; returns the next cursor and the references removed.
-async fn sweep_batch(
-    inner: &Inner,
-    cursor: u64,
-    batch: usize,
-) -> Result<(u64, u64), RedisCacheError> {
+async fn sweep_batch(inner: &Gc, cursor: u64, batch: usize) -> Result<(u64, u64), RedisCacheError> {
     let pattern = format!("{}:*", inner.layout.prefix);
     let (next, keys): (u64, Vec<String>) = inner
         .run("sweep", |mut con| async move {
@@ -296,7 +321,7 @@ async fn sweep_batch(
 }
 
 /// A whole pass over the keyspace (own cursor, no lease): for `sweep_now`.
-pub(crate) async fn full_sweep(inner: &Inner, batch: usize) -> Result<u64, RedisCacheError> {
+pub(crate) async fn full_sweep(inner: &Gc, batch: usize) -> Result<u64, RedisCacheError> {
     let mut cursor = 0;
     let mut total = 0;
     loop {

@@ -41,6 +41,11 @@ impl Layout {
         s
     }
 
+    /// `P:{`: what every entry key starts with (the tracking `BCAST PREFIX`).
+    pub(crate) fn entry_prefix(&self) -> &str {
+        &self.item_start
+    }
+
     /// `P:{T}:lock`.
     #[cfg(test)]
     pub(crate) fn lock(&self, text: &str) -> String {

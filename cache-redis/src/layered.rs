@@ -40,7 +40,7 @@ use cache_core::{
 };
 
 use crate::local_store::{default_store, LocalStore};
-use crate::sync::{runtime, SyncOp, SyncOptions, SyncTarget, Synchronizer};
+use crate::sync::{SyncOp, SyncOptions, SyncTarget, Synchronizer};
 use crate::tracking::{Tracker, TrackingMode};
 use crate::RedisBackend;
 
@@ -168,9 +168,7 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
             Coherence::PubSub(_) => TrackingMode::Off,
             Coherence::Tracking(mode) => *mode,
         };
-        // BCAST prefix: every entry key is `PREFIX:{text}`.
-        let prefix = self.l2.entry_key("");
-        let prefix = prefix.trim_end_matches('}').to_string();
+        let prefix = self.l2.entry_key_prefix().to_string();
         let tracker = Tracker::start(
             self.l2.client(),
             mode,
@@ -355,19 +353,6 @@ impl SubscribedExt for Option<&Synchronizer> {
     }
 }
 
-/// Runs `fut` on the background runtime and waits for it, at most `limit`.
-fn block_on_bg<T: Send + 'static>(
-    fut: impl std::future::Future<Output = T> + Send + 'static,
-    limit: Duration,
-) -> Option<T> {
-    let handle = runtime::handle()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    handle.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv_timeout(limit).ok()
-}
-
 impl<S: LocalStore> Backend for LayeredBackend<S> {
     fn name(&self) -> &str {
         &self.name
@@ -416,7 +401,7 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
             return Ok(Lookup::Hit(hit));
         }
         let plan = self.plan(key);
-        let pre = block_on_bg(
+        let pre = crate::client::exec::block(
             Tracker::pre_read(plan.con.clone(), plan.redis_key.clone()),
             self.l2.op_timeout(),
         )

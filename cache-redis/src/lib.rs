@@ -34,13 +34,11 @@
 #![warn(missing_docs)]
 
 mod backend;
-mod breaker;
+mod client;
 pub mod config;
-mod connection;
 mod envelope;
 mod error;
 mod eviction;
-mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;

@@ -3,11 +3,12 @@
 //! An invalidation that cannot reach Redis is queued with a deadline: the longest ttl this
 //! backend has used (after that, every entry it could have removed has expired), or the
 //! builder's `invalidation_retry_limit` when entries without ttl exist. A task on the backend's
-//! runtime thread applies the queue front to back, waiting with backoff while Redis is down.
+//! background executor applies the queue front to back, waiting with backoff while Redis is down.
 //! While the queue is not empty, new invalidations join its tail (order is kept).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -15,7 +16,20 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::Inner;
+use crate::client::RedisClient;
+use crate::error::RedisCacheError;
+use crate::stats::Counters;
+
+/// Applies one invalidation (the protocol's, given by the backend); `None` once the backend is
+/// gone.
+pub(crate) type Apply = Arc<
+    dyn Fn(
+            InvalidationKind,
+            Vec<String>,
+        ) -> Pin<Box<dyn Future<Output = Option<Result<(), RedisCacheError>>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// What an invalidation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,75 +46,86 @@ struct Pending {
     deadline: Instant,
 }
 
-#[derive(Default)]
-pub(crate) struct RetryQueue {
-    queue: Mutex<VecDeque<Pending>>,
+struct Queue {
+    pending: Mutex<VecDeque<Pending>>,
     wake: Arc<Notify>,
+    counters: Arc<Counters>,
+}
+
+/// The queue of failed invalidations and its task (which ends with the client).
+pub(crate) struct RetryQueue {
+    queue: Arc<Queue>,
 }
 
 impl RetryQueue {
-    pub(crate) fn pending(&self) -> usize {
-        self.queue.lock().len()
+    /// Starts the retry task on `client`'s executor; it applies queued invalidations with
+    /// `apply`.
+    pub(crate) fn start(client: &RedisClient, counters: Arc<Counters>, apply: Apply) -> Self {
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(VecDeque::new()),
+            wake: Arc::new(Notify::new()),
+            counters,
+        });
+        client.spawn(run(Arc::downgrade(&queue), apply));
+        RetryQueue { queue }
     }
 
-    pub(crate) fn push(&self, inner: &Inner, kind: InvalidationKind, names: Vec<String>) {
-        let ttl = inner.max_ttl_ms.load(Ordering::Relaxed);
-        let horizon = if ttl == u64::MAX {
-            inner.retry_limit
-        } else {
-            Duration::from_millis(ttl).min(inner.retry_limit)
-        };
-        inner.counters.queued.incr();
-        self.queue.lock().push_back(Pending {
+    pub(crate) fn pending(&self) -> usize {
+        self.queue.pending.lock().len()
+    }
+
+    /// Queues an invalidation to retry for at most `horizon`.
+    pub(crate) fn push(&self, kind: InvalidationKind, names: Vec<String>, horizon: Duration) {
+        self.queue.counters.queued.incr();
+        self.queue.pending.lock().push_back(Pending {
             kind,
             names,
             deadline: Instant::now() + horizon,
         });
-        self.wake.notify_one();
+        self.queue.wake.notify_one();
     }
 }
 
-/// Starts the retry task on the backend's runtime thread.
-pub(crate) fn start(inner: &Arc<Inner>) {
-    let weak: Weak<Inner> = Arc::downgrade(inner);
-    let wake = inner.retry.wake.clone();
-    inner.exec.handle().spawn(async move {
-        let mut delay = Duration::from_millis(20);
-        loop {
-            let Some(inner) = weak.upgrade() else { return };
-            let front = {
-                let q = inner.retry.queue.lock();
-                q.front().map(|p| (p.kind, p.names.clone(), p.deadline))
-            };
-            let Some((kind, names, deadline)) = front else {
-                let wake = wake.notified();
-                drop(inner);
-                // re-check the queue periodically too (the backend may have been dropped)
-                let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
-                continue;
-            };
-            if Instant::now() >= deadline {
-                inner.retry.queue.lock().pop_front();
-                inner.counters.dropped.incr();
-                tracing::warn!(
-                    ?names,
-                    "queued invalidation given up: its entries have expired"
-                );
-                continue;
+async fn run(weak: Weak<Queue>, apply: Apply) {
+    let Some(wake) = weak.upgrade().map(|q| q.wake.clone()) else {
+        return;
+    };
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let front = {
+            let q = inner.pending.lock();
+            q.front().map(|p| (p.kind, p.names.clone(), p.deadline))
+        };
+        let Some((kind, names, deadline)) = front else {
+            let wake = wake.notified();
+            drop(inner);
+            // re-check the queue periodically too (the backend may have been dropped)
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+            continue;
+        };
+        if Instant::now() >= deadline {
+            inner.pending.lock().pop_front();
+            inner.counters.dropped.incr();
+            tracing::warn!(
+                ?names,
+                "queued invalidation given up: its entries have expired"
+            );
+            continue;
+        }
+        match apply(kind, names.clone()).await {
+            None => return,
+            Some(Ok(())) => {
+                inner.pending.lock().pop_front();
+                inner.counters.retried.incr();
+                tracing::info!(?names, "queued invalidation applied");
+                delay = Duration::from_millis(20);
             }
-            match inner.apply_invalidation(kind, &names).await {
-                Ok(()) => {
-                    inner.retry.queue.lock().pop_front();
-                    inner.counters.retried.incr();
-                    tracing::info!(?names, "queued invalidation applied");
-                    delay = Duration::from_millis(20);
-                }
-                Err(_) => {
-                    drop(inner);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(500));
-                }
+            Some(Err(_)) => {
+                drop(inner);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
             }
         }
-    });
+    }
 }

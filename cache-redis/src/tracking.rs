@@ -30,7 +30,6 @@ use tokio::sync::Notify;
 use cache_core::CacheError;
 
 use crate::local_store::LocalStore;
-use crate::sync::runtime;
 use crate::watch::{next_backoff, until_lost, MIN_BACKOFF};
 
 /// How the L1 of a layered backend is kept coherent by Redis itself.
@@ -153,7 +152,7 @@ impl Tracker {
         timeout: Duration,
         store: Arc<dyn LocalStore>,
     ) -> Result<Self, CacheError> {
-        let handle = runtime::handle()
+        let handle = crate::client::exec::handle()
             .ok_or_else(|| CacheError::backend("redis-tracking", "cannot start the runtime"))?;
         let client = crate::sync::resp3_client(client)
             .map_err(|e| CacheError::config("url", e.to_string()))?;

@@ -8,7 +8,7 @@
 //!
 //! Rules:
 //! * publishing never blocks the caller: operations go through an unbounded in-process queue to
-//!   a publisher task on a background runtime (see `runtime`), so the blocking and async methods
+//!   a publisher task on a background executor (`crate::client::exec`), so the blocking and async methods
 //!   work inside and outside a tokio runtime;
 //! * a publish that fails is retried after reconnecting; if the queue grows past
 //!   [`SyncOptions::max_pending`] it collapses into one "clear" (every node flushes);
@@ -27,13 +27,12 @@
 //! ```
 
 mod message;
-pub(crate) mod runtime;
 mod tasks;
 
 pub(crate) use tasks::resp3_client;
 
+use crate::client::connect::{open_client, TlsNames, TlsOptions};
 use crate::config::redact_url;
-use crate::connection::{open_client, TlsNames, TlsOptions};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -281,8 +280,9 @@ impl Synchronizer {
         target: Arc<dyn SyncTarget>,
     ) -> Result<Self, CacheError> {
         options.validate()?;
-        let handle = runtime::handle()
-            .ok_or_else(|| CacheError::backend("redis-sync", "cannot start the sync runtime"))?;
+        let handle = crate::client::exec::handle().ok_or_else(|| {
+            CacheError::backend("redis-sync", "cannot start the background thread")
+        })?;
         let sub_client =
             tasks::resp3_client(&client).map_err(|e| CacheError::config("url", e.to_string()))?;
         let shared = Arc::new(Shared {

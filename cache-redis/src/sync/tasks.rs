@@ -15,7 +15,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The same server, spoken to in RESP3 (push messages).
 pub(crate) fn resp3_client(client: &Client) -> redis::RedisResult<Client> {
-    crate::connection::derive_client(client, |settings| {
+    crate::client::connect::derive_client(client, |settings| {
         settings.set_protocol(ProtocolVersion::RESP3)
     })
 }

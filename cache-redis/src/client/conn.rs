@@ -1,17 +1,10 @@
-//! The backend's own runtime thread and its connection.
+//! The backend's multiplexed connection.
 //!
-//! Every `RedisBackend` owns one thread running a current-thread tokio runtime. It drives the
-//! multiplexed connection (so the connection never dies with a caller's runtime), the
-//! background tasks (garbage collector, invalidation retries, sliding refreshes), and the work
-//! of the `*_blocking` methods: a blocking call hands its future to this thread and waits on a
-//! channel, so it works inside and outside a tokio runtime and never `block_on`s a caller's
-//! worker.
-//!
-//! [`Conn`] holds the current multiplexed connection. When a command reports a dropped or
+//! [`Conn`] holds the current multiplexed connection, driven by the background executor
+//! ([`super::exec`]) so it never dies with a caller's runtime. When a command reports a dropped or
 //! broken connection, the connection is discarded and a reconnect loop (with backoff, on the
-//! runtime thread) makes a new one; meanwhile operations fail fast (fail-open).
+//! background executor) makes a new one; meanwhile operations fail fast (fail-open).
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,82 +13,6 @@ use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-
-use crate::error::RedisCacheError;
-
-/// The runtime thread. Dropping it stops the runtime (without joining: the last owner may be
-/// a task on that very thread).
-pub(crate) struct Exec {
-    handle: Handle,
-    thread: std::thread::ThreadId,
-    shutdown: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-}
-
-impl Exec {
-    pub(crate) fn start(name: &str) -> Result<Self, RedisCacheError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RedisCacheError::Runtime(e.to_string()))?;
-        let handle = runtime.handle().clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    let _ = rx.await;
-                });
-                runtime.shutdown_background();
-            })
-            .map_err(|e| RedisCacheError::Runtime(e.to_string()))?
-            .thread()
-            .id();
-        Ok(Exec {
-            handle,
-            thread,
-            shutdown: parking_lot::Mutex::new(Some(tx)),
-        })
-    }
-
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
-    /// Runs `fut` on the runtime thread and waits for it (at most `limit`). `None` when it did
-    /// not finish in time, the runtime stopped, or the caller is the runtime thread itself
-    /// (waiting there would deadlock).
-    pub(crate) fn block<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-        limit: Duration,
-    ) -> Option<T> {
-        if std::thread::current().id() == self.thread {
-            tracing::error!("a *_blocking cache-redis method was called on the backend's own runtime thread; use the async method there");
-            return None;
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv_timeout(limit).ok()
-    }
-
-    /// Runs `fut` on the runtime thread and awaits it from any executor.
-    pub(crate) async fn run<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
-        self.handle.spawn(fut).await.ok()
-    }
-}
-
-impl Drop for Exec {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.lock().take() {
-            let _ = tx.send(());
-        }
-    }
-}
 
 /// The current connection and the reconnect loop.
 pub(crate) struct Conn {
