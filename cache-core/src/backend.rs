@@ -325,6 +325,22 @@ pub trait Backend: Send + Sync + 'static {
         lease: Lease,
     ) -> Result<SetOutcome, CacheError>;
 
+    /// The fill `lease` was handed out for will not store a value: the body failed, returned
+    /// nothing to cache, panicked, or its future was dropped. A backend that holds something for
+    /// that fill (a distributed single-flight lock) releases it, so callers waiting on other
+    /// nodes compute at once instead of waiting out the lock. Must not block. Default: nothing.
+    ///
+    /// ```
+    /// use cache_core::{Backend, Key, Lookup, MemoryBackend};
+    /// let b = MemoryBackend::new();
+    /// let k = Key::from_text("k");
+    /// let Lookup::Miss(lease) = b.get_blocking(&k).unwrap() else { unreachable!() };
+    /// b.abandon(&k, lease); // the memory backend holds nothing for a fill
+    /// ```
+    fn abandon(&self, key: &Key, lease: Lease) {
+        let _ = (key, lease);
+    }
+
     /// Removes an entry and, transitively, every entry depending on its key.
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>>;
     /// Removes an entry (blocking form).

@@ -862,9 +862,11 @@ impl<V: Cacheable> Filler<V> {
         };
         let key = self.key.expect("a target has a key");
         let start = Instant::now();
+        let abandon = Abandon::arm(&target, &key);
         let (r, collected) = context::collect(fut).await;
         let elapsed = start.elapsed();
         let value = to_value(&r).map(value::share);
+        abandon.disarm(value.is_some());
         if let Some(v) = &value {
             target.options.dependencies.extend(collected);
             let outcome = target
@@ -896,9 +898,11 @@ impl<V: Cacheable> Filler<V> {
         };
         let key = self.key.expect("a target has a key");
         let start = Instant::now();
+        let abandon = Abandon::arm(&target, &key);
         let (r, collected) = context::collect_blocking(f);
         let elapsed = start.elapsed();
         let value = to_value(&r).map(value::share);
+        abandon.disarm(value.is_some());
         if let Some(v) = &value {
             target.options.dependencies.extend(collected);
             let outcome =
@@ -911,6 +915,39 @@ impl<V: Cacheable> Filler<V> {
             context::add_dependency(key.text());
         }
         r
+    }
+}
+
+/// Tells the backend when a fill ends without a value to store ([`Backend::abandon`]): the
+/// body returned nothing cacheable, panicked, or its future was dropped mid-way.
+struct Abandon<'a> {
+    backend: &'a dyn Backend,
+    key: &'a Key,
+    lease: Lease,
+    armed: bool,
+}
+
+impl<'a> Abandon<'a> {
+    fn arm(target: &'a Target, key: &'a Key) -> Self {
+        Abandon {
+            backend: &*target.backend,
+            key,
+            lease: target.lease,
+            armed: true,
+        }
+    }
+
+    /// The body finished: `storing` says whether a value goes to `set` (which ends the fill).
+    fn disarm(mut self, storing: bool) {
+        self.armed = !storing;
+    }
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.backend.abandon(self.key, self.lease);
+        }
     }
 }
 

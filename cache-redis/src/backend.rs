@@ -318,6 +318,29 @@ impl Inner {
         }
     }
 
+    /// Releases the distributed lock of a fill that will not store (in the background: the
+    /// caller does not wait).
+    fn abandon(self: &Arc<Self>, text: &str) {
+        if self.lock_ttl.is_none() {
+            return;
+        }
+        let Some(mut con) = self.client.connection() else {
+            return;
+        };
+        let lock = self.layout.lock(text);
+        let token = self.instance.clone();
+        self.client.handle().spawn(async move {
+            let released = scripts::unlock()
+                .key(lock)
+                .arg(token)
+                .invoke_async::<i64>(&mut con)
+                .await;
+            if let Err(e) = released {
+                tracing::debug!(error = %e, "releasing a single-flight lock failed; it expires");
+            }
+        });
+    }
+
     /// Extends a sliding entry's expiry without making the caller wait.
     fn refresh_sliding(self: &Arc<Self>, text: &str, sliding_ms: u64, deadline_ms: Option<u64>) {
         let mut ms = sliding_ms;
@@ -893,6 +916,10 @@ impl Backend for RedisBackend {
             .clone()
             .set(key.text_arc().clone(), payload, options.clone(), lease);
         self.block("set", fut)
+    }
+
+    fn abandon(&self, key: &Key, _lease: Lease) {
+        self.inner.abandon(key.text());
     }
 
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {

@@ -47,7 +47,6 @@ impl Layout {
     }
 
     /// `P:{T}:lock`.
-    #[cfg(test)]
     pub(crate) fn lock(&self, text: &str) -> String {
         format!("{}{}}}:lock", self.item_start, text)
     }

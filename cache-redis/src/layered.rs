@@ -444,6 +444,10 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
         Ok(out)
     }
 
+    fn abandon(&self, key: &Key, lease: Lease) {
+        self.l2.abandon(key, lease);
+    }
+
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let r = self.l2.remove(key).await;

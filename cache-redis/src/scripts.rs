@@ -25,3 +25,4 @@ script!(clear, "clear.lua");
 script!(get_lock, "get_lock.lua");
 script!(gc, "gc.lua");
 script!(sweep, "sweep.lua");
+script!(unlock, "unlock.lua");

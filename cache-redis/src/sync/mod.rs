@@ -613,6 +613,10 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         self.local.set_blocking(key, value, options, lease)
     }
 
+    fn abandon(&self, key: &Key, lease: Lease) {
+        self.local.abandon(key, lease);
+    }
+
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let r = self.local.remove(key).await;
