@@ -24,7 +24,7 @@
 //! * **Fail-open**: every operation is bounded by `op_timeout` and passes the circuit breaker;
 //!   failed invalidations are queued and retried in order ([`crate::retry`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,6 +94,12 @@ pub(crate) struct Inner {
     known_gen: AtomicU64,
     /// [`mono_ms`] when the request that brought `known_gen` was sent (0: never).
     known_at: AtomicU64,
+    /// Set when the server restarted or failed over (a new `run_id`) until everything this
+    /// prefix holds has been cleared: entries written before may predate invalidations the
+    /// server lost (a snapshot, the last second of an AOF, a lagging replica), so no hit is
+    /// served meanwhile.
+    distrust: AtomicBool,
+    restart_clears: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -288,6 +294,10 @@ impl Inner {
                 return Err(e.into());
             }
         };
+        let found = match found {
+            Found::Hit(_, gen) if self.distrust.load(Ordering::Relaxed) => Found::Miss(gen),
+            found => found,
+        };
         match found {
             Found::Miss(gen) => {
                 self.counters.misses.incr();
@@ -316,6 +326,33 @@ impl Inner {
                 }
             },
         }
+    }
+
+    /// The server restarted or failed over: serve no hit until every entry of this prefix is
+    /// gone (the clear stamps a new generation first, so fills leased before are rejected).
+    fn server_changed(self: &Arc<Self>) {
+        self.distrust.store(true, Ordering::SeqCst);
+        let weak = Arc::downgrade(self);
+        self.client.spawn(async move {
+            let mut delay = Duration::from_millis(20);
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                match inner.clone().clear().await {
+                    Ok(()) => {
+                        inner.restart_clears.fetch_add(1, Ordering::Relaxed);
+                        inner.distrust.store(false, Ordering::SeqCst);
+                        tracing::info!(prefix = %inner.layout.prefix, "entries from before the Redis restart cleared; serving hits again");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "clearing entries after a Redis restart failed; retrying (no hits meanwhile)");
+                    }
+                }
+                drop(inner);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        });
     }
 
     /// Releases the distributed lock of a fill that will not store (in the background: the
@@ -635,6 +672,8 @@ impl Inner {
             breaker_trips: self.client.breaker_trips(),
             connects: self.client.connects(),
             connect_failures: self.client.connect_failures(),
+            server_restarts: self.client.server_changes(),
+            restart_clears: self.restart_clears.load(Ordering::Relaxed),
             gc_references_removed: c.gc_removed.get(),
             sweep_batches: c.sweeps.get(),
             lock_waits: c.lock_waits.get(),
@@ -688,6 +727,14 @@ impl RedisBackend {
                 gc: gc.clone(),
                 known_gen: AtomicU64::new(0),
                 known_at: AtomicU64::new(0),
+                distrust: AtomicBool::new(false),
+                restart_clears: AtomicU64::new(0),
+            }
+        });
+        let weak = Arc::downgrade(&inner);
+        client.on_server_change(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.server_changed();
             }
         });
         if b.dependencies {

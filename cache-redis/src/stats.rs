@@ -93,6 +93,12 @@ pub struct RedisStats {
     /// Connection attempts that failed (refused, TLS handshake, authentication, timeout); the
     /// reason of the last one is [`RedisBackend::last_connect_error`](crate::RedisBackend::last_connect_error).
     pub connect_failures: u64,
+    /// Reconnections that reached another server run (a restart or a failover: a new
+    /// `run_id`). Each makes the backend clear its prefix before serving hits again.
+    pub server_restarts: u64,
+    /// Clears completed after a server restart (while fewer than `server_restarts`, no hit is
+    /// served).
+    pub restart_clears: u64,
     /// Dependency references removed by the garbage collector (notifications and sweeps).
     pub gc_references_removed: u64,
     /// Sweep batches run by this instance.

@@ -26,6 +26,12 @@ pub(crate) struct Conn {
     last_error: parking_lot::Mutex<Option<String>>,
     handle: Handle,
     redacted_url: String,
+    /// The `run_id` of the server of the last connection (a new one means a restart or a
+    /// failover: the data may be older than what the caches saw).
+    run_id: parking_lot::Mutex<Option<String>>,
+    server_changes: AtomicU64,
+    /// Called (before the connection is used) when a connection reaches another server run.
+    on_server_change: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Conn {
@@ -49,6 +55,9 @@ impl Conn {
             last_error: parking_lot::Mutex::new(None),
             handle,
             redacted_url,
+            run_id: parking_lot::Mutex::new(None),
+            server_changes: AtomicU64::new(0),
+            on_server_change: std::sync::OnceLock::new(),
         })
     }
 
@@ -75,6 +84,36 @@ impl Conn {
 
     pub(crate) fn connects(&self) -> u64 {
         self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Connections that reached another server run than the one before (restarts, failovers).
+    pub(crate) fn server_changes(&self) -> u64 {
+        self.server_changes.load(Ordering::Relaxed)
+    }
+
+    /// Sets what to do when a new connection reaches another server run (once).
+    pub(crate) fn on_server_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_server_change.set(f);
+    }
+
+    /// Compares the server's `run_id` with the last connection's; a change runs the hook.
+    async fn check_server(&self, con: &mut MultiplexedConnection) {
+        let info: Result<String, _> = redis::cmd("INFO").arg("server").query_async(con).await;
+        let Some(run_id) = info.ok().and_then(|i| {
+            i.lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|v| v.trim().to_string())
+        }) else {
+            return; // INFO refused (ACL): restarts cannot be detected this way
+        };
+        let previous = self.run_id.lock().replace(run_id.clone());
+        if previous.is_some_and(|p| p != run_id) {
+            self.server_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %self.redacted_url, "Redis restarted or failed over (new run_id): entries written before are no longer trusted");
+            if let Some(hook) = self.on_server_change.get() {
+                hook();
+            }
+        }
     }
 
     /// Connection attempts that failed (refused, TLS handshake, authentication, timeout).
@@ -148,7 +187,8 @@ impl Conn {
                     .get_multiplexed_async_connection_with_config(&conn.config)
                     .await;
                 match attempt {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        conn.check_server(&mut c).await;
                         *conn.last_error.lock() = None;
                         conn.current.store(Some(Arc::new(c)));
                         conn.connects.fetch_add(1, Ordering::Relaxed);

@@ -141,6 +141,17 @@ impl RedisClient {
         self.conn.connects()
     }
 
+    /// Connections that reached another server run (restart, failover).
+    pub(crate) fn server_changes(&self) -> u64 {
+        self.conn.server_changes()
+    }
+
+    /// What to do when a connection reaches another server run; runs before that connection
+    /// serves any operation.
+    pub(crate) fn on_server_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.conn.on_server_change(Box::new(f));
+    }
+
     pub(crate) fn connect_failures(&self) -> u64 {
         self.conn.connect_failures()
     }
