@@ -16,6 +16,10 @@
 //!   failed periodic `PING`) the node flushes its local cache at once, reconnects, resubscribes,
 //!   and flushes again once the subscription is confirmed (messages published in between were
 //!   lost). A fill that started before that flush is rejected by the local backend's leases.
+//! * while the node is not subscribed (before the first subscription, and from the moment a
+//!   loss is detected until the subscription is back) it stores nothing locally: a fill is
+//!   `Rejected`, so the node serves no local entry that an invalidation it could not hear
+//!   should have dropped. Calls run their body meanwhile.
 //! * the hit path ([`Backend::lookup_local`]) is the local backend's, delegated directly.
 //!
 //! ```no_run
@@ -216,6 +220,8 @@ pub struct SyncStats {
     pub subscription_losses: u64,
     /// Subscribe attempts that failed (refused, TLS handshake, authentication, timeout).
     pub subscribe_errors: u64,
+    /// Fills not stored because the node was not subscribed (it could not hear invalidations).
+    pub deaf_fills: u64,
     /// Local flushes made because messages may have been lost.
     pub flushes: u64,
 }
@@ -233,6 +239,7 @@ pub(crate) struct SyncCounters {
     subscriptions: AtomicU64,
     subscription_losses: AtomicU64,
     subscribe_errors: AtomicU64,
+    deaf_fills: AtomicU64,
     flushes: AtomicU64,
 }
 
@@ -365,6 +372,7 @@ impl Synchronizer {
             subscriptions: c.subscriptions.load(Relaxed),
             subscription_losses: c.subscription_losses.load(Relaxed),
             subscribe_errors: c.subscribe_errors.load(Relaxed),
+            deaf_fills: c.deaf_fills.load(Relaxed),
             flushes: c.flushes.load(Relaxed),
         }
     }
@@ -550,6 +558,12 @@ impl<B: Backend> SyncedBackend<B> {
         }
     }
 
+    /// A fill while the node cannot hear invalidations: not stored (counted).
+    fn deaf(&self) -> SetOutcome {
+        self.sync.shared.counters.deaf_fills.fetch_add(1, Relaxed);
+        SetOutcome::Rejected
+    }
+
     /// The local backend.
     pub fn local(&self) -> &B {
         &self.local
@@ -600,6 +614,9 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         options: &'a EntryOptions,
         lease: Lease,
     ) -> BoxFuture<'a, Result<SetOutcome, CacheError>> {
+        if !self.sync.is_subscribed() {
+            return Box::pin(async { Ok(self.deaf()) });
+        }
         self.local.set(key, value, options, lease)
     }
 
@@ -610,6 +627,9 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         options: &EntryOptions,
         lease: Lease,
     ) -> Result<SetOutcome, CacheError> {
+        if !self.sync.is_subscribed() {
+            return Ok(self.deaf());
+        }
         self.local.set_blocking(key, value, options, lease)
     }
 
