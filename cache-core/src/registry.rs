@@ -90,6 +90,7 @@ pub(crate) struct State {
 /// The installed configuration. Readers do not touch it on the hit path: each thread keeps a
 /// snapshot (`SNAPSHOT`) and reloads it only when `GENERATION` moved.
 static CURRENT: LazyLock<Mutex<Arc<State>>> = LazyLock::new(|| {
+    start_sweeper();
     Mutex::new(Arc::new(State {
         default: Arc::new(MemoryBackend::new()),
         profiles: HashMap::new(),
@@ -97,6 +98,29 @@ static CURRENT: LazyLock<Mutex<Arc<State>>> = LazyLock::new(|| {
     }))
 });
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the thread that sweeps the expired entries of the installed memory backends (the
+/// default backend's and the profiles', including memory backends inside other backends:
+/// [`Backend::as_memory`], [`Backend::memory_hits`]) when their sweep interval has passed. It
+/// wakes once a second and holds no lock while sweeping.
+fn start_sweeper() {
+    let spawned = std::thread::Builder::new()
+        .name("cache-core-sweep".into())
+        .spawn(|| loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let state = CURRENT.lock().clone();
+            let backends = std::iter::once(&state.default)
+                .chain(state.profiles.values().filter_map(|p| p.backend.as_ref()));
+            for b in backends {
+                if let Some(m) = b.as_memory().or_else(|| b.memory_hits()) {
+                    m.sweep_if_due();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the sweeper thread: expired entries are removed only when touched");
+    }
+}
 
 /// A thread's copy of the configuration.
 struct Snapshot {

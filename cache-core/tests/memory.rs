@@ -301,3 +301,51 @@ fn eviction_expiry_and_invalidation_keep_the_dependency_index_exact() {
         }
     }
 }
+
+/// An installed memory backend is swept in the background once its sweep interval has passed:
+/// expired entries leave without being touched.
+#[test]
+fn installed_backends_are_swept_in_the_background() {
+    use cache_core::registry::{configure, Profile};
+    use std::sync::Arc;
+    let clock = ManualClock::new();
+    let b = Arc::new(
+        MemoryBackend::builder()
+            .clock(clock.clone())
+            .sweep_interval(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    configure()
+        .profile("swept", Profile::new().backend(b.clone()))
+        .apply()
+        .unwrap();
+    let short = EntryOptions::new().ttl(Duration::from_secs(1));
+    for i in 0..100 {
+        put(&b, &format!("k{i}"), &short);
+    }
+    put(&b, "forever", &EntryOptions::new());
+    assert_eq!(b.len(), 101);
+    clock.advance(Duration::from_secs(2));
+    // the sweeper wakes every second (real time); bounded wait, not a sleep
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while b.len() > 1 {
+        assert!(
+            std::time::Instant::now() < end,
+            "not swept: {} entries",
+            b.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(b.contains("forever"));
+    assert_eq!(b.stats().expirations, 100);
+}
+
+#[test]
+fn a_zero_sweep_interval_is_a_config_error() {
+    let err = MemoryBackend::builder()
+        .sweep_interval(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("sweep_interval"), "{err}");
+}

@@ -121,6 +121,7 @@ pub struct LayeredBackendBuilder<S> {
     coherence: Coherence,
     max_l1_ttl: Option<Duration>,
     ping_interval: Duration,
+    sweep_interval: Duration,
 }
 
 impl<S: LocalStore> LayeredBackendBuilder<S> {
@@ -132,7 +133,23 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
             coherence: self.coherence,
             max_l1_ttl: self.max_l1_ttl,
             ping_interval: self.ping_interval,
+            sweep_interval: self.sweep_interval,
         }
+    }
+
+    /// How often expired L1 entries are removed in the background (default 60 s; they are never
+    /// served either way, this returns their memory).
+    ///
+    /// ```no_run
+    /// # let l2 = cache_redis::RedisBackend::builder().build().unwrap();
+    /// let b = cache_redis::LayeredBackend::builder(l2)
+    ///     .sweep_interval(std::time::Duration::from_secs(10))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = every;
+        self
     }
 
     /// How L1 is kept coherent (default: tracking in default mode).
@@ -162,8 +179,12 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
         if self.max_l1_ttl.is_some_and(|t| t.is_zero()) {
             return Err(CacheError::config("max_l1_ttl", "must be positive"));
         }
+        if self.sweep_interval.is_zero() {
+            return Err(CacheError::config("sweep_interval", "must be positive"));
+        }
         self.l1.init()?;
         let l1 = Arc::new(self.l1);
+        spawn_sweeper(Arc::downgrade(&l1), self.sweep_interval)?;
         let mode = match &self.coherence {
             Coherence::PubSub(_) => TrackingMode::Off,
             Coherence::Tracking(mode) => *mode,
@@ -206,6 +227,7 @@ impl LayeredBackend<MemoryBackend> {
             coherence: Coherence::Tracking(TrackingMode::Default),
             max_l1_ttl: None,
             ping_interval: Duration::from_secs(1),
+            sweep_interval: cache_core::memory::DEFAULT_SWEEP_INTERVAL,
         }
     }
 }
@@ -341,6 +363,22 @@ impl<S: LocalStore> LayeredBackend<S> {
             s.publish(SyncOp::Remove(key.text().to_string()));
         }
     }
+}
+
+/// Sweeps the L1's expired entries every `every` on the background executor, while the L1
+/// lives.
+fn spawn_sweeper<S: LocalStore>(l1: std::sync::Weak<S>, every: Duration) -> Result<(), CacheError> {
+    let handle = crate::client::exec::handle().ok_or_else(|| {
+        CacheError::backend("redis-layered", "cannot start the background thread")
+    })?;
+    handle.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(l1) = l1.upgrade() else { return };
+            l1.sweep_expired();
+        }
+    });
+    Ok(())
 }
 
 trait SubscribedExt {

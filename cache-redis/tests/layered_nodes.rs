@@ -325,3 +325,25 @@ fn the_layered_backend_takes_any_local_store() {
     a.invalidate_blocking("d").unwrap();
     assert!(l1_gone(&b, "app::q"));
 }
+
+#[test]
+fn expired_l1_entries_are_swept_in_the_background() {
+    let Some(bin) = require_redis_server() else {
+        return;
+    };
+    let server = RedisServer::start(&bin).unwrap();
+    let b = LayeredBackend::builder(l2(&server))
+        .coherence(Coherence::PubSub(SyncOptions::new("t:sweep")))
+        .sweep_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert!(b.wait_coherent(DEADLINE));
+    let short = EntryOptions::new().ttl(Duration::from_millis(200));
+    write(&b, "short", 1, &short);
+    assert!(in_l1(&b, "short"), "the write filled L1");
+    // nothing reads it again: only the sweeper removes it (`len` counts expired entries)
+    assert!(
+        wait_until(DEADLINE, || b.local_store().is_empty()),
+        "an expired L1 entry was swept"
+    );
+}

@@ -41,6 +41,7 @@ mod store;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -62,6 +63,9 @@ use store::{Displaced, Entry, Expiry, Shard};
 
 /// The entry bound of [`MemoryBackend::new`] and of a builder given no bound.
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+/// How often an installed memory backend's expired entries are swept by default
+/// ([`MemoryBackendBuilder::sweep_interval`]).
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A shard gets at least this many entries (fewer shards for small caches, so that small caches
 /// evict in the exact global order of their policy).
@@ -121,6 +125,9 @@ pub struct MemoryBackend {
     shard_mask: usize,
     policy: EvictionPolicy,
     clock: Clock,
+    /// Nanoseconds between background sweeps, and when the next one is due (clock scale).
+    sweep_every: u64,
+    next_sweep: std::sync::atomic::AtomicU64,
     fill: Mutex<FillState>,
     epochs: Epochs,
     counters: Counters,
@@ -150,6 +157,7 @@ pub struct MemoryBackendBuilder {
     policy: EvictionPolicy,
     clock: Option<ManualClock>,
     shards: Option<usize>,
+    sweep_interval: Option<Duration>,
 }
 
 impl MemoryBackendBuilder {
@@ -220,6 +228,24 @@ impl MemoryBackendBuilder {
         self
     }
 
+    /// How often expired entries are removed from an installed backend (the default backend
+    /// or a profile's, and a local cache of cache-redis): a background thread sweeps it when
+    /// this much time has passed since the last sweep. Expired entries are never served either
+    /// way; sweeping returns their memory without waiting for a lookup or an eviction to reach
+    /// them. Default [`DEFAULT_SWEEP_INTERVAL`] (60 s).
+    ///
+    /// ```
+    /// let b = cache_core::MemoryBackend::builder()
+    ///     .sweep_interval(std::time::Duration::from_secs(10))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(b);
+    /// ```
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = Some(every);
+        self
+    }
+
     /// Builds the backend; `Err(CacheError::Config { field, .. })` names an invalid option.
     ///
     /// ```
@@ -236,6 +262,14 @@ impl MemoryBackendBuilder {
         if self.max_weight == Some(0) {
             return Err(CacheError::config("max_weight", "must be at least 1 byte"));
         }
+        let sweep_every = self.sweep_interval.unwrap_or(DEFAULT_SWEEP_INTERVAL);
+        if sweep_every.is_zero() {
+            return Err(CacheError::config(
+                "sweep_interval",
+                "must be greater than zero",
+            ));
+        }
+        let sweep_every = sweep_every.as_nanos().min(u64::MAX as u128 / 2) as u64;
         if max_entries != usize::MAX && max_entries > u32::MAX as usize / 2 {
             return Err(CacheError::config(
                 "max_entries",
@@ -269,11 +303,14 @@ impl MemoryBackendBuilder {
                 Padded(StripedLock::new(Shard::new(entries, weight)))
             })
             .collect();
+        let clock = self.clock.map_or(Clock::Coarse, Clock::Manual);
         Ok(MemoryBackend {
             shards,
             shard_mask: shard_count - 1,
             policy: self.policy,
-            clock: self.clock.map_or(Clock::Coarse, Clock::Manual),
+            next_sweep: std::sync::atomic::AtomicU64::new(clock.now().saturating_add(sweep_every)),
+            sweep_every,
+            clock,
             fill: Mutex::new(FillState {
                 index: DepIndex::default(),
                 next_id: 0,
@@ -468,6 +505,39 @@ impl MemoryBackend {
         }
         self.counters.expirations.add(dropped.len() as u64);
         drop(dropped);
+    }
+
+    /// Sweeps expired entries if the sweep interval has passed since the last sweep (what the
+    /// background sweeper calls); returns whether it swept.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cache_core::memory::{ManualClock, MemoryBackend};
+    /// let clock = ManualClock::new();
+    /// let b = MemoryBackend::builder()
+    ///     .clock(clock.clone())
+    ///     .sweep_interval(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!b.sweep_if_due());
+    /// clock.advance(Duration::from_secs(6));
+    /// assert!(b.sweep_if_due());
+    /// assert!(!b.sweep_if_due());
+    /// ```
+    pub fn sweep_if_due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.clock.now();
+        let due = self.next_sweep.load(Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(due, now.saturating_add(self.sweep_every), Relaxed, Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.sweep_expired();
+        true
     }
 
     /// Whether an entry whose readable key is `key_text` is held (expired or not).
