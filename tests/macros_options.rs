@@ -337,3 +337,90 @@ fn stats_through_the_cache_companion() {
         assert_eq!((s.hits, s.misses), (2, 1));
     });
 }
+
+// ---------- jitter ----------
+
+#[cached(ttl = "10s", jitter = "5s")]
+fn jittered(x: u32) -> u32 {
+    x
+}
+
+#[cached(profile = "macros-options-jitter")]
+fn profile_jittered(x: u32) -> u32 {
+    x
+}
+
+/// Fills 1,000 entries at one instant, then counts how many are left as a manual clock moves
+/// through the jitter window: expiries are spread over it, none before `ttl`, all by
+/// `ttl + jitter`.
+fn spread_of(
+    fill: impl Fn(u32),
+    backend: &cache_core::memory::MemoryBackend,
+    clock: &cache_core::memory::ManualClock,
+) {
+    for i in 0..1_000 {
+        fill(i);
+    }
+    assert_eq!(backend.len(), 1_000);
+    let mut left = Vec::new();
+    for s in [9_999u64, 11_000, 12_000, 13_000, 14_000, 15_000] {
+        let now = clock.now();
+        clock.advance(Duration::from_millis(s) - now);
+        backend.sweep_expired();
+        left.push(backend.len());
+    }
+    assert_eq!(left[0], 1_000, "none before the ttl: {left:?}");
+    assert_eq!(left[5], 0, "all by ttl + jitter: {left:?}");
+    for w in left.windows(2) {
+        assert!(
+            w[0] > w[1],
+            "expiries spread over every second of the window: {left:?}"
+        );
+    }
+    for (i, n) in left[1..5].iter().enumerate() {
+        let expected = 1_000 - 200 * (i + 1);
+        assert!(n.abs_diff(expected) < 100, "about uniform: {left:?}");
+    }
+}
+
+#[test]
+fn jitter_spreads_expiries_over_the_window() {
+    let clock = cache_core::memory::ManualClock::new();
+    let b = Arc::new(
+        MemoryBackend::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    registry::with_backend_blocking(b.clone(), || {
+        spread_of(|i| assert_eq!(jittered(i), i), &b, &clock);
+    });
+}
+
+#[test]
+fn a_profile_jitter_spreads_expiries_too() {
+    use cache_core::registry::{configure, Profile};
+    let clock = cache_core::memory::ManualClock::new();
+    let b = Arc::new(
+        MemoryBackend::builder()
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    configure()
+        .profile(
+            "macros-options-jitter",
+            Profile::new()
+                .ttl(Duration::from_secs(10))
+                .jitter(Duration::from_secs(5))
+                .backend(b.clone()),
+        )
+        .apply()
+        .unwrap();
+    spread_of(|i| assert_eq!(profile_jittered(i), i), &b, &clock);
+    let err = configure()
+        .profile("no-ttl", Profile::new().jitter(Duration::from_secs(1)))
+        .apply()
+        .unwrap_err();
+    assert!(err.to_string().contains("profile.no-ttl.jitter"), "{err}");
+}

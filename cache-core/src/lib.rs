@@ -23,6 +23,7 @@ pub mod context;
 pub mod error;
 mod flight;
 pub mod hash;
+mod jitter;
 pub mod key;
 pub mod memory;
 #[cfg(feature = "metrics")]

@@ -41,6 +41,8 @@ pub struct Profile {
     pub ttl: Option<Duration>,
     /// Sliding expiration of entries.
     pub sliding: Option<Duration>,
+    /// Each entry's ttl is extended by a random 0..`jitter`.
+    pub jitter: Option<Duration>,
     /// The backend of this profile; the default backend when `None`.
     pub backend: Option<Arc<dyn Backend>>,
 }
@@ -60,6 +62,20 @@ impl Profile {
         self.sliding = Some(sliding);
         self
     }
+    /// Extends each entry's ttl by a random 0..`jitter`, so entries filled together (a fleet
+    /// warming up, a batch job) do not expire together.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = cache_core::registry::Profile::new()
+    ///     .ttl(Duration::from_secs(300))
+    ///     .jitter(Duration::from_secs(30));
+    /// assert_eq!(p.jitter, Some(Duration::from_secs(30)));
+    /// ```
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = Some(jitter);
+        self
+    }
     /// Sets the backend.
     pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = Some(backend);
@@ -72,6 +88,7 @@ impl std::fmt::Debug for Profile {
         f.debug_struct("Profile")
             .field("ttl", &self.ttl)
             .field("sliding", &self.sliding)
+            .field("jitter", &self.jitter)
             .field(
                 "backend",
                 &self.backend.as_ref().map(|b| b.name().to_string()),
@@ -442,6 +459,12 @@ impl Config {
                     "must be greater than zero (leave it unset for no expiration)",
                 ));
             }
+            if p.jitter.is_some() && p.ttl.is_none() {
+                return Err(CacheError::config(
+                    format!("profile.{name}.jitter"),
+                    "spreads the expiry of `ttl`: set a ttl too",
+                ));
+            }
             if p.sliding == Some(Duration::ZERO) {
                 return Err(CacheError::config(
                     format!("profile.{name}.sliding"),
@@ -568,6 +591,7 @@ pub(crate) struct Resolved {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) sliding: Option<Duration>,
+    pub(crate) jitter: Option<Duration>,
     pub(crate) unknown_profile: bool,
 }
 
@@ -575,17 +599,18 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(profile: Option<&str>) -> Resolved {
     let over = scoped_override();
     with_state(|state| {
-        let (ttl, sliding, pbackend, unknown) = match profile {
-            None => (None, None, None, false),
+        let (ttl, sliding, jitter, pbackend, unknown) = match profile {
+            None => (None, None, None, None, false),
             Some(name) => match state.profiles.get(name) {
-                Some(p) => (p.ttl, p.sliding, p.backend.clone(), false),
-                None => (None, None, None, true),
+                Some(p) => (p.ttl, p.sliding, p.jitter, p.backend.clone(), false),
+                None => (None, None, None, None, true),
             },
         };
         Resolved {
             backend: over.unwrap_or_else(|| pbackend.unwrap_or_else(|| state.default.clone())),
             ttl,
             sliding,
+            jitter,
             unknown_profile: unknown,
         }
     })

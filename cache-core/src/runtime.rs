@@ -39,6 +39,9 @@ pub struct FnMeta {
     pub ttl: Option<Duration>,
     /// Sliding expiration.
     pub sliding: Option<Duration>,
+    /// Each entry's `ttl` is extended by a random 0..`jitter` (`jitter = "5s"`), so entries
+    /// filled together do not expire together.
+    pub jitter: Option<Duration>,
     /// Named profile.
     pub profile: Option<&'static str>,
     /// Whether `None` is cached (informational; the generated `to_value` decides).
@@ -246,8 +249,13 @@ impl FnCache {
     ) -> EntryOptions {
         let mut dependencies = declared;
         dependencies.push(self.all_dependency(info));
+        let jitter = self.meta.jitter.or(resolved.jitter);
         EntryOptions {
-            ttl: self.meta.ttl.or(resolved.ttl),
+            ttl: self
+                .meta
+                .ttl
+                .or(resolved.ttl)
+                .map(|ttl| ttl + jitter.map_or(Duration::ZERO, crate::jitter::random_below)),
             sliding: self.meta.sliding.or(resolved.sliding),
             dependencies,
         }

@@ -21,6 +21,7 @@ const fn meta(name: &'static str) -> FnMeta {
         version: 0,
         ttl: None,
         sliding: None,
+        jitter: None,
         profile: None,
         cache_none: true,
         lock: true,

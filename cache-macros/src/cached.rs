@@ -267,6 +267,7 @@ impl Plan<'_> {
         };
         let ttl = dur(o.ttl);
         let sliding = dur(o.sliding);
+        let jitter = dur(o.jitter.map(|(n, _)| n));
         let profile = match &o.profile {
             Some(l) => quote!(::core::option::Option::Some(#l)),
             None => quote!(::core::option::Option::None),
@@ -281,6 +282,7 @@ impl Plan<'_> {
                 version: #version,
                 ttl: #ttl,
                 sliding: #sliding,
+                jitter: #jitter,
                 profile: #profile,
                 cache_none: #cache_none,
                 lock: #lock,

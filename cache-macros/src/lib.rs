@@ -38,6 +38,7 @@ mod template;
 /// |---|---|
 /// | `ttl = "5m"` | absolute expiration (`"30s"`, `"1h 30m"`, `"250ms"`; checked at compile time) |
 /// | `sliding = "30s"` | sliding expiration: each hit extends the entry's life |
+/// | `jitter = "5s"` | each entry's `ttl` is extended by a random 0..5 s (needs `ttl` or a `profile`) |
 /// | `depends_on = ["user:{id}", "team:{user.team}"]` | dependencies of every entry: templates over key parameters (with field access), formatted with `Display`; `cache_core::invalidate_dependency("user:7")` drops the entries |
 /// | `key = "user:{id}"` | a custom key (the text is the key, without the fn path); only the named parameters take part |
 /// | `skip(db, conn)` | parameters left out of the key (`impl Trait` parameters and those whose type is not `KeyPart` must be skipped) |

@@ -12,6 +12,7 @@ use crate::duration::parse_nanos;
 const OPTIONS: &[&str] = &[
     "ttl",
     "sliding",
+    "jitter",
     "depends_on",
     "key",
     "skip",
@@ -28,6 +29,8 @@ const OPTIONS: &[&str] = &[
 pub(crate) struct CachedOptions {
     pub ttl: Option<u64>,
     pub sliding: Option<u64>,
+    /// `jitter = "5s"` and the span of the option (for "needs a ttl").
+    pub jitter: Option<(u64, Span)>,
     pub depends_on: Vec<LitStr>,
     pub key: Option<LitStr>,
     pub skip: Vec<Ident>,
@@ -75,6 +78,17 @@ impl CachedOptions {
                 combine(&mut err, e);
             }
         }
+        if let Some((_, span)) = o.jitter {
+            if o.ttl.is_none() && o.profile.is_none() {
+                combine(
+                    &mut err,
+                    syn::Error::new(
+                        span,
+                        "`jitter` spreads the expiry of `ttl`: add a `ttl` (or a `profile` that has one)",
+                    ),
+                );
+            }
+        }
         (o, err)
     }
 
@@ -82,6 +96,9 @@ impl CachedOptions {
         match name {
             "ttl" => self.ttl = Some(duration(value(meta, "ttl = \"5m\"")?)?),
             "sliding" => self.sliding = Some(duration(value(meta, "sliding = \"30s\"")?)?),
+            "jitter" => {
+                self.jitter = Some((duration(value(meta, "jitter = \"5s\"")?)?, span_of(meta)))
+            }
             "depends_on" => {
                 let v = value(meta, "depends_on = [\"user:{id}\"]")?;
                 self.depends_on = crate::template::lit_str_array(v, "depends_on")?;

@@ -32,6 +32,7 @@ static HIT_FN: FnCache = FnCache::new(FnMeta {
     version: 0,
     ttl: None,
     sliding: None,
+    jitter: None,
     profile: None,
     cache_none: true,
     lock: false,

@@ -34,6 +34,7 @@ fn __cache_core_get_user() -> &'static ::cache_core::__private::FnCache {
             ::cache_core::__private::Duration::from_nanos(300000000000u64),
         ),
         sliding: ::core::option::Option::None,
+        jitter: ::core::option::Option::None,
         profile: ::core::option::Option::None,
         cache_none: true,
         lock: true,
