@@ -32,6 +32,7 @@ pub mod registry;
 pub mod runtime;
 pub mod stats;
 pub mod value;
+pub mod weight;
 
 pub use backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
 pub use cache_macros::{cache_put, cached, invalidates, KeyPart};

@@ -75,7 +75,7 @@ impl<T: Cacheable> CacheValue for Typed<T> {
         std::any::type_name::<T>()
     }
     fn weight(&self) -> usize {
-        std::mem::size_of::<T>()
+        crate::weight::of(&self.0)
     }
 }
 

@@ -349,3 +349,32 @@ fn a_zero_sweep_interval_is_a_config_error() {
         .unwrap_err();
     assert!(err.to_string().contains("sweep_interval"), "{err}");
 }
+
+/// `max_weight` bounds what the values hold, not their `size_of`: ten 10 MB strings in a cache
+/// bounded to 32 MiB leave at most three of them held.
+#[test]
+fn max_weight_counts_the_heap_data_of_values() {
+    let b = MemoryBackend::builder()
+        .max_weight(32 << 20)
+        .shards(1)
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let v = format!("{i}").repeat(10 << 20);
+        b.set_blocking(
+            &key(&format!("big{i}")),
+            value::share(v),
+            &EntryOptions::new(),
+            b.current_lease(),
+        )
+        .unwrap();
+    }
+    let stats = b.stats();
+    assert!(
+        b.len() <= 3,
+        "{} entries of 10 MB held under 32 MiB",
+        b.len()
+    );
+    assert!(stats.weight <= 32 << 20, "weight {}", stats.weight);
+    assert!(stats.weight >= (10 << 20) * b.len() as u64);
+}
