@@ -64,7 +64,7 @@ macro_rules! prim {
     };
 }
 
-impl<'a> ser::Serializer for &'a mut Counter {
+impl ser::Serializer for &mut Counter {
     type Ok = ();
     type Error = Stop;
     type SerializeSeq = Self;
