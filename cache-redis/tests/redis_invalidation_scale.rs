@@ -92,7 +92,7 @@ async fn invalidating_a_million_dependents_never_blocks_redis() {
         .query(&mut server.connection().unwrap())
         .unwrap();
 
-    for (n, dep) in [(1_000u64, "small"), (1_000_000, "huge")] {
+    for (n, dep) in [(1_000u64, "small"), (100_000, "large"), (1_000_000, "huge")] {
         seed(&server, &envelope, dep, n);
         assert_eq!(still_values(&server, n), n, "seeded");
         // a read of a dependent through the backend is a hit before the invalidation
