@@ -87,8 +87,9 @@ struct Shared {
 
 impl Shared {
     fn flush(&self) {
-        self.counters.flushes.fetch_add(1, Relaxed);
         self.store.invalidate_references(None);
+        // counted once done: a reader that sees the count sees the flushed store
+        self.counters.flushes.fetch_add(1, Relaxed);
     }
 
     fn on_push(&self, lost: &Notify, info: PushInfo) {

@@ -20,10 +20,12 @@ use test_support::{wait_until, RedisServer};
 const PING: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// One node: its backend and whether it can hear invalidations now.
+/// One node: its backend, whether it can hear invalidations now, and how many times it has
+/// flushed its local cache (counted once each flush is done).
 struct Node {
     backend: Arc<dyn Backend>,
     coherent: Box<dyn Fn() -> bool + Send + Sync>,
+    flushes: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// The database: a version per name, bumped by each rename.
@@ -78,15 +80,21 @@ async fn kill_during_renames(
     assert!(wait_until(DEADLINE, || nodes
         .iter()
         .all(|n| (n.coherent)())));
+    // each node's flush count when the server is killed (u64::MAX until then): a read that
+    // starts while the node is not coherent and has flushed since the kill is "after detection"
+    let at_kill: Arc<Vec<AtomicU64>> =
+        Arc::new(nodes.iter().map(|_| AtomicU64::new(u64::MAX)).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let mut readers = Vec::new();
-    for node in &nodes {
-        let (node, stop, tally) = (node.clone(), stop.clone(), tally.clone());
+    for (i, node) in nodes.iter().enumerate() {
+        let (node, stop, tally, at_kill) =
+            (node.clone(), stop.clone(), tally.clone(), at_kill.clone());
         readers.push(tokio::spawn(async move {
             let end = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::SeqCst) && Instant::now() < end {
-                let deaf = !(node.coherent)();
+                let deaf =
+                    !(node.coherent)() && (node.flushes)() > at_kill[i].load(Ordering::SeqCst);
                 let acked = db.acked.load(Ordering::SeqCst);
                 let v = read(node.backend.clone(), db).await;
                 tally.reads.fetch_add(1, Ordering::Relaxed);
@@ -116,6 +124,9 @@ async fn kill_during_renames(
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        at_kill[i].store((n.flushes)(), Ordering::SeqCst);
+    }
     let killed = Instant::now();
     server.kill();
     let detected = {
@@ -174,10 +185,11 @@ async fn synced_nodes_serve_nothing_stale_while_deaf() {
                 .build()
                 .unwrap();
             let b = Arc::new(b);
-            let sync = b.clone();
+            let (sync, counted) = (b.clone(), b.clone());
             Node {
                 backend: b,
                 coherent: Box::new(move || sync.synchronizer().is_subscribed()),
+                flushes: Box::new(move || counted.synchronizer().stats().flushes),
             }
         })
         .collect();
@@ -206,10 +218,14 @@ async fn layered_nodes_serve_nothing_stale_while_deaf() {
                 .build()
                 .unwrap();
             let b = Arc::new(b);
-            let layered = b.clone();
+            let (layered, counted) = (b.clone(), b.clone());
             Node {
                 backend: b,
                 coherent: Box::new(move || layered.is_coherent()),
+                flushes: Box::new(move || {
+                    counted.synchronizer().map_or(0, |s| s.stats().flushes)
+                        + counted.tracker().stats().flushes
+                }),
             }
         })
         .collect();

@@ -255,8 +255,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn flush(&self) {
-        self.counters.flushes.fetch_add(1, Relaxed);
         self.target.flush();
+        // counted once done: a reader that sees the count sees the flushed store
+        self.counters.flushes.fetch_add(1, Relaxed);
     }
 }
 
