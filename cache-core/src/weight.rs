@@ -191,35 +191,27 @@ impl ser::SerializeMap for &mut Counter {
     }
 }
 
-impl ser::SerializeStruct for &mut Counter {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
+macro_rules! named_fields {
+    ($tr:ident) => {
+        impl ser::$tr for &mut Counter {
+            type Ok = ();
+            type Error = Stop;
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                _: &'static str,
+                value: &T,
+            ) -> Result<(), Stop> {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), Stop> {
+                Ok(())
+            }
+        }
+    };
 }
 
-impl ser::SerializeStructVariant for &mut Counter {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
-}
+named_fields!(SerializeStruct);
+named_fields!(SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,8 @@ use test_support::{require_redis_server, RedisServer};
 
 #[path = "../tests/redis_common/mod.rs"]
 mod common;
+#[path = "paired/mod.rs"]
+mod paired;
 
 const TASKS: usize = 64;
 
@@ -50,29 +52,6 @@ async fn hit_fn(x: u64) -> String {
                 .await
         }
     }
-}
-
-/// Runs `tasks` tasks doing `per_task` calls of `op` each; returns the wall time.
-async fn burst<F, Fut>(tasks: usize, per_task: usize, op: F) -> Duration
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let op = op.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    op().await;
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.unwrap();
-    }
-    start.elapsed()
 }
 
 fn bench(c: &mut Criterion) {
@@ -117,73 +96,17 @@ fn bench(c: &mut Criterion) {
     });
     let raw_key = backend.entry_key(key.text());
 
-    // Paired measurement (robust to load drift on a shared machine): alternate a raw GET and
-    // a backend hit, 20 000 times each, and compare medians.
-    let (raw_med, backend_med) = rt.block_on(async {
-        let mut con = raw.clone();
-        let (mut r, mut h) = (Vec::new(), Vec::new());
-        for _ in 0..20_000 {
-            let t = Instant::now();
-            let v: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&raw_key)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            r.push(t.elapsed());
-            assert!(v.is_some());
-            let t = Instant::now();
-            let Lookup::Hit(hit) = shared.get(&key).await.unwrap() else {
-                panic!()
-            };
-            assert!(hit.into_typed::<String>().is_ok());
-            h.push(t.elapsed());
-        }
-        r.sort();
-        h.sort();
-        (r[r.len() / 2], h[h.len() / 2])
-    });
+    // Paired measurements (robust to load drift on a shared machine): raw GETs and backend
+    // hits alternate; medians of 20,000 each, then 10 bursts of 64 tasks x 1,000 each side.
+    let (raw_med, backend_med) =
+        rt.block_on(paired::latency(&raw, &raw_key, &*shared, &key, 20_000));
     println!(
         "paired hit latency: raw GET median {raw_med:?}, backend hit median {backend_med:?}, ratio {:.3}",
         backend_med.as_secs_f64() / raw_med.as_secs_f64()
     );
-    let (raw_tp, backend_tp) = rt.block_on(async {
-        let (mut r, mut h) = (Duration::ZERO, Duration::ZERO);
-        for _ in 0..10 {
-            r += burst(TASKS, 1_000, {
-                let raw = raw.clone();
-                let k = raw_key.clone();
-                move || {
-                    let mut con = raw.clone();
-                    let k = k.clone();
-                    async move {
-                        let v: Option<Vec<u8>> = redis::cmd("GET")
-                            .arg(&k)
-                            .query_async(&mut con)
-                            .await
-                            .unwrap();
-                        assert!(v.is_some());
-                    }
-                }
-            })
-            .await;
-            h += burst(TASKS, 1_000, {
-                let b = shared.clone();
-                let key = key.clone();
-                move || {
-                    let (b, k) = (b.clone(), key.clone());
-                    async move {
-                        let Lookup::Hit(h) = b.get(&k).await.unwrap() else {
-                            panic!()
-                        };
-                        assert!(h.into_typed::<String>().is_ok());
-                    }
-                }
-            })
-            .await;
-        }
-        let ops = (10 * TASKS * 1_000) as f64;
-        (ops / r.as_secs_f64(), ops / h.as_secs_f64())
-    });
+    let (raw_tp, backend_tp) = rt.block_on(paired::throughput(
+        &raw, &raw_key, &shared, &key, TASKS, 1_000, 10,
+    ));
     println!(
         "paired throughput, {TASKS} tasks: raw {raw_tp:.0} GET/s, backend {backend_tp:.0} hits/s, ratio {:.3}",
         backend_tp / raw_tp

@@ -6,20 +6,17 @@
 //! Run: `cargo bench -p cache-redis --features tls --bench redis_tls_hit`
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cache_core::{value, Backend, EntryOptions, Key, Lookup};
 use cache_redis::RedisBackend;
 use test_support::tls::Certs;
 use test_support::{require_redis_server, RedisServer};
 
+#[path = "paired/mod.rs"]
+mod paired;
+
 const TASKS: usize = 64;
 const ROUNDS: usize = 3;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     let Some(bin) = require_redis_server() else {
@@ -68,76 +65,15 @@ fn main() {
     });
 
     for round in 1..=ROUNDS {
-        let (raw_med, hit_med) = rt.block_on(async {
-            let mut con = raw.clone();
-            let (mut r, mut h) = (Vec::new(), Vec::new());
-            for _ in 0..20_000 {
-                let t = Instant::now();
-                let v: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&raw_key)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                r.push(t.elapsed());
-                assert!(v.is_some());
-                let t = Instant::now();
-                let Lookup::Hit(hit) = shared.get(&key).await.unwrap() else {
-                    panic!("miss")
-                };
-                assert!(hit.into_typed::<String>().is_ok());
-                h.push(t.elapsed());
-            }
-            (median(r), median(h))
-        });
+        let (raw_med, hit_med) =
+            rt.block_on(paired::latency(&raw, &raw_key, &*shared, &key, 20_000));
         println!(
             "round {round}: TLS hit latency: raw GET median {raw_med:?}, backend hit median {hit_med:?}, ratio {:.3}",
             hit_med.as_secs_f64() / raw_med.as_secs_f64()
         );
-        let (raw_tp, hit_tp) = rt.block_on(async {
-            let (mut r, mut h) = (Duration::ZERO, Duration::ZERO);
-            for _ in 0..5 {
-                let start = Instant::now();
-                let tasks: Vec<_> = (0..TASKS)
-                    .map(|_| {
-                        let (mut con, k) = (raw.clone(), raw_key.clone());
-                        tokio::spawn(async move {
-                            for _ in 0..500 {
-                                let v: Option<Vec<u8>> = redis::cmd("GET")
-                                    .arg(&k)
-                                    .query_async(&mut con)
-                                    .await
-                                    .unwrap();
-                                assert!(v.is_some());
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                r += start.elapsed();
-                let start = Instant::now();
-                let tasks: Vec<_> = (0..TASKS)
-                    .map(|_| {
-                        let (b, k) = (shared.clone(), key.clone());
-                        tokio::spawn(async move {
-                            for _ in 0..500 {
-                                let Lookup::Hit(h) = b.get(&k).await.unwrap() else {
-                                    panic!("miss")
-                                };
-                                assert!(h.into_typed::<String>().is_ok());
-                            }
-                        })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                h += start.elapsed();
-            }
-            let ops = (5 * TASKS * 500) as f64;
-            (ops / r.as_secs_f64(), ops / h.as_secs_f64())
-        });
+        let (raw_tp, hit_tp) = rt.block_on(paired::throughput(
+            &raw, &raw_key, &shared, &key, TASKS, 500, 5,
+        ));
         println!(
             "round {round}: TLS throughput, {TASKS} tasks: raw {raw_tp:.0} GET/s, backend {hit_tp:.0} hits/s, ratio {:.3}",
             hit_tp / raw_tp
