@@ -26,6 +26,7 @@ pub(crate) struct Conn {
     last_error: parking_lot::Mutex<Option<String>>,
     handle: Handle,
     redacted_url: String,
+    connect_timeout: Duration,
     /// The `run_id` of the server of the last connection (a new one means a restart or a
     /// failover: the data may be older than what the caches saw).
     run_id: parking_lot::Mutex<Option<String>>,
@@ -55,6 +56,7 @@ impl Conn {
             last_error: parking_lot::Mutex::new(None),
             handle,
             redacted_url,
+            connect_timeout,
             run_id: parking_lot::Mutex::new(None),
             server_changes: AtomicU64::new(0),
             on_server_change: std::sync::OnceLock::new(),
@@ -86,6 +88,11 @@ impl Conn {
         self.connects.load(Ordering::Relaxed)
     }
 
+    /// How long the `INFO` of a new connection may take (the connect timeout, at least 1 s).
+    fn config_timeout(&self) -> Duration {
+        self.connect_timeout.max(Duration::from_secs(1))
+    }
+
     /// Connections that reached another server run than the one before (restarts, failovers).
     pub(crate) fn server_changes(&self) -> u64 {
         self.server_changes.load(Ordering::Relaxed)
@@ -98,8 +105,13 @@ impl Conn {
 
     /// Compares the server's `run_id` with the last connection's; a change runs the hook.
     async fn check_server(&self, con: &mut MultiplexedConnection) {
-        let info: Result<String, _> = redis::cmd("INFO").arg("server").query_async(con).await;
-        let Some(run_id) = info.ok().and_then(|i| {
+        let limit = self.config_timeout();
+        let info = tokio::time::timeout(
+            limit,
+            redis::cmd("INFO").arg("server").query_async::<String>(con),
+        )
+        .await;
+        let Some(run_id) = info.ok().and_then(Result::ok).and_then(|i| {
             i.lines()
                 .find_map(|l| l.strip_prefix("run_id:"))
                 .map(|v| v.trim().to_string())
