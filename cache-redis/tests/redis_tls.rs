@@ -170,6 +170,31 @@ async fn the_wrong_ca_is_refused_with_a_clear_counted_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_server_certificate_is_refused() {
+    watch_panics();
+    let Some(bin) = require_redis_server() else {
+        return;
+    };
+    let certs = Certs::generate().expect("openssl makes the test certificates");
+    let server = RedisServer::start_tls_with(
+        &bin,
+        &certs,
+        &certs.expired_server_cert,
+        &certs.expired_server_key,
+        false,
+    )
+    .expect("TLS redis-server");
+    // valid for 0 days: expired once the second it was made has passed
+    let expired_at = certs.made_at + Duration::from_secs(2);
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::time::SystemTime::now() > expired_at
+    }));
+    let reason = refused(with_ca(&server.url(), &certs).build().unwrap(), "expired").await;
+    assert!(reason.contains("certificate"), "{reason}");
+    no_panics();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_roots_do_not_trust_a_private_ca() {
     // Verification is on by default: without the CA, the system roots are used, and they do
     // not know the test CA.

@@ -168,15 +168,33 @@ impl RedisServer {
     /// assert!(server.url().starts_with("rediss://"));
     /// ```
     pub fn start_tls(bin: &Path, certs: &tls::Certs, auth_clients: bool) -> io::Result<Self> {
+        Self::start_tls_with(
+            bin,
+            certs,
+            &certs.server_cert,
+            &certs.server_key,
+            auth_clients,
+        )
+    }
+
+    /// Like [`start_tls`](Self::start_tls) with another server certificate and key (e.g.
+    /// [`tls::Certs::expired_server_cert`]).
+    pub fn start_tls_with(
+        bin: &Path,
+        certs: &tls::Certs,
+        cert: &Path,
+        key: &Path,
+        auth_clients: bool,
+    ) -> io::Result<Self> {
         let path = |p: &Path| p.to_string_lossy().into_owned();
         let mut server = RedisServer {
             bin: bin.to_path_buf(),
             port: free_port()?,
             args: vec![
                 "--tls-cert-file".into(),
-                path(&certs.server_cert),
+                path(cert),
                 "--tls-key-file".into(),
-                path(&certs.server_key),
+                path(key),
                 "--tls-ca-cert-file".into(),
                 path(&certs.ca_cert),
                 "--tls-auth-clients".into(),

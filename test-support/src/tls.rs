@@ -31,6 +31,13 @@ pub struct Certs {
     pub client_key: PathBuf,
     /// A CA that signed nothing here: a client trusting only it must refuse the server.
     pub other_ca_cert: PathBuf,
+    /// A server certificate signed by the CA whose validity ends the second it starts
+    /// (`-days 0`): expired from one second after [`Certs::generate`] on.
+    pub expired_server_cert: PathBuf,
+    /// Its private key.
+    pub expired_server_key: PathBuf,
+    /// When the files were made (the expired certificate is expired one second later).
+    pub made_at: std::time::SystemTime,
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
@@ -78,6 +85,10 @@ fn ca(dir: &Path, name: &str) -> io::Result<()> {
 }
 
 fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) -> io::Result<()> {
+    leaf_for_days(dir, name, cn, ext, "7")
+}
+
+fn leaf_for_days(dir: &Path, name: &str, cn: &str, ext: &str, days: &str) -> io::Result<()> {
     openssl(
         dir,
         &[
@@ -111,7 +122,7 @@ fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) -> io::Result<()> {
             "-out",
             &format!("{name}.crt"),
             "-days",
-            "7",
+            days,
             "-extfile",
             &format!("{name}.ext"),
         ],
@@ -128,6 +139,7 @@ impl Certs {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir)?;
+        let made_at = std::time::SystemTime::now();
         ca(&dir, "ca")?;
         ca(&dir, "other-ca")?;
         leaf(
@@ -135,6 +147,13 @@ impl Certs {
             "server",
             "localhost",
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        leaf_for_days(
+            &dir,
+            "expired",
+            "localhost",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            "0",
         )?;
         leaf(
             &dir,
@@ -149,6 +168,9 @@ impl Certs {
             client_cert: dir.join("client.crt"),
             client_key: dir.join("client.key"),
             other_ca_cert: dir.join("other-ca.crt"),
+            expired_server_cert: dir.join("expired.crt"),
+            expired_server_key: dir.join("expired.key"),
+            made_at,
             dir,
         })
     }
