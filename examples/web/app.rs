@@ -485,8 +485,9 @@ pub async fn install_caches(config: &Config) -> Result<Caches, AppError> {
         builder = builder.prefix("web-example");
     }
     let redis = Arc::new(builder.connect().await.map_err(|e| cache_err(&e))?);
-    // the L1: this node's memory cache, its invalidations published to the other nodes
-    let client = redis::Client::open(url.as_str()).map_err(|e| cache_err(&e))?;
+    // the L1: this node's memory cache, its invalidations published to the other nodes (over
+    // the L2's client: the same server, credentials and REDIS_TLS_* certificates)
+    let client = redis.client().clone();
     let synced = Arc::new(
         cache_redis::with_redis_sync(MemoryBackend::new(), client, "web-example:sync")
             .map_err(|e| cache_err(&e))?,
