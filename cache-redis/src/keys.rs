@@ -5,7 +5,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:{T}` | string | the entry: envelope + MessagePack ([`crate::envelope`]); or a tombstone (60 s after an invalidation removed it) |
-//! | `P:{T}:deps` | set | the entry's dependencies (forward list) |
+//! | `P:{T}:d` | string | the entry's dependencies (forward list): `<length>:<name>` items |
+//! | `P:{T}:deps` | set | the forward list as an older layout wrote it (read and deleted, never written) |
 //! | `P:{T}:lock` | string | distributed single-flight lock (token) |
 //! | `P:dep:{D}` | set | key texts of the entries depending on `D` (reverse index) |
 //! | `P:gen` | string | the invalidation generation (microseconds, monotonic) |
@@ -67,10 +68,12 @@ impl Layout {
             .strip_suffix('}')
     }
 
-    /// The key text of a dependency list `P:{T}:deps`, if `key` is one.
+    /// The key text of a forward list `P:{T}:d` (or an older layout's `P:{T}:deps`), if `key`
+    /// is one.
     pub(crate) fn deps_list_text<'k>(&self, key: &'k str) -> Option<&'k str> {
-        key.strip_prefix(self.item_start.as_str())?
-            .strip_suffix("}:deps")
+        let rest = key.strip_prefix(self.item_start.as_str())?;
+        rest.strip_suffix("}:d")
+            .or_else(|| rest.strip_suffix("}:deps"))
     }
 
     /// The dependency of a reverse-index set `P:dep:{D}`, if `key` is one.
@@ -79,6 +82,40 @@ impl Layout {
             .strip_prefix(":dep:{")?
             .strip_suffix('}')
     }
+}
+
+/// The forward list of the entry whose key is `entry_key` (`P:{T}` → `P:{T}:d`).
+pub(crate) fn forward_list_key(entry_key: &str) -> String {
+    format!("{entry_key}:d")
+}
+
+/// The forward list as an older layout kept it (`P:{T}:deps`, a set).
+pub(crate) fn old_forward_list_key(entry_key: &str) -> String {
+    format!("{entry_key}:deps")
+}
+
+/// The names of a forward list (`<length>:<name>` items, as `common.lua` writes them); stops at
+/// the first malformed item.
+pub(crate) fn decode_forward_list(bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(colon) = rest.iter().position(|b| *b == b':') else {
+            break;
+        };
+        let Some(n) = std::str::from_utf8(&rest[..colon])
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            break;
+        };
+        let Some(name) = rest.get(colon + 1..colon + 1 + n) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(name).into_owned());
+        rest = &rest[colon + 1 + n..];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -92,9 +129,22 @@ mod tests {
         assert_eq!(l.entry_text("app:{f(1)}"), Some("f(1)"));
         assert_eq!(l.entry_text("app:{f(1)}:deps"), None);
         assert_eq!(l.deps_list_text("app:{f(1)}:deps"), Some("f(1)"));
+        assert_eq!(l.deps_list_text("app:{f(1)}:d"), Some("f(1)"));
+        assert_eq!(forward_list_key("app:{f(1)}"), "app:{f(1)}:d");
         assert_eq!(l.dep_set_name("app:dep:{user:7}"), Some("user:7"));
         assert_eq!(l.entry_text("app:dep:{user:7}"), None);
         assert_eq!(l.entry_text("apple:{x}"), None);
         assert_eq!(l.lock("x"), "app:{x}:lock");
+    }
+
+    #[test]
+    fn forward_lists_decode() {
+        assert_eq!(
+            decode_forward_list(b"6:user:78:a:b{c}:d0:"),
+            vec!["user:7".to_string(), "a:b{c}:d".to_string(), String::new()]
+        );
+        assert_eq!(decode_forward_list(b""), Vec::<String>::new());
+        assert_eq!(decode_forward_list(b"5:abc"), Vec::<String>::new());
+        assert_eq!(decode_forward_list(b"x:abc"), Vec::<String>::new());
     }
 }

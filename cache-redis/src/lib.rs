@@ -27,7 +27,7 @@
 //! | key | holds |
 //! |---|---|
 //! | `P:{T}` | the entry with key text `T` |
-//! | `P:{T}:deps` | its dependencies |
+//! | `P:{T}:d` | its dependencies (`<length>:<name>` items) |
 //! | `P:{T}:lock` | its single-flight lock |
 //! | `P:dep:{D}` | key texts of the entries depending on `D` |
 //! | `P:gen`, `P:epochs` | invalidation generation and per-slot invalidation stamps |

@@ -215,23 +215,29 @@ impl Tracker {
         }
     }
 
-    /// Reads `PTTL key` and the entry's dependency set `key:deps` on the tracking connection
-    /// (which, in default mode, makes Redis track the key for this node). `None` when the
-    /// connection is down or the commands failed.
+    /// Reads `PTTL key` and the entry's forward list (its dependencies) on the tracking
+    /// connection (which, in default mode, makes Redis track the key for this node). `None`
+    /// when the connection is down or the commands failed.
     pub(crate) async fn pre_read(
         con: Option<MultiplexedConnection>,
         key: String,
     ) -> Option<(i64, Vec<String>)> {
         let mut con = con?;
-        let deps = format!("{key}:deps");
-        redis::pipe()
+        let (ms, list, old): (i64, Option<Vec<u8>>, Vec<String>) = redis::pipe()
             .cmd("PTTL")
-            .arg(key)
+            .arg(&key)
+            .cmd("GET")
+            .arg(crate::keys::forward_list_key(&key))
             .cmd("SMEMBERS")
-            .arg(deps)
+            .arg(crate::keys::old_forward_list_key(&key))
             .query_async(&mut con)
             .await
-            .ok()
+            .ok()?;
+        let mut deps = list
+            .map(|b| crate::keys::decode_forward_list(&b))
+            .unwrap_or_default();
+        deps.extend(old);
+        Some((ms, deps))
     }
 }
 

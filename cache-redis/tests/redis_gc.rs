@@ -62,10 +62,10 @@ async fn notifications_clean_dependency_sets_of_expired_entries() {
     common::eventually("GC of expired entries", Duration::from_secs(10), || {
         smembers(&mut con, "t:dep:{user:1}") == vec!["long(1)".to_string()]
             && smembers(&mut con, "t:dep:{team:1}").is_empty()
-            && !exists(&mut con, "t:{short(1)}:deps")
+            && !exists(&mut con, "t:{short(1)}:d")
     })
     .await;
-    assert!(exists(&mut con, "t:{long(1)}:deps"));
+    assert!(exists(&mut con, "t:{long(1)}:d"));
     assert!(b.redis_stats().gc_references_removed >= 4);
     assert!(b.stats().expirations >= 2);
 }
@@ -95,9 +95,22 @@ async fn a_sweep_repairs_planted_references() {
         .arg("ghost(3)")
         .query::<()>(&mut con)
         .unwrap();
+    // the same in today's layout: a forward list string `<length>:<name>`
+    redis::cmd("SET")
+        .arg("t:{ghost(4)}:d")
+        .arg("1:f")
+        .query::<()>(&mut con)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("t:dep:{f}")
+        .arg("ghost(4)")
+        .query::<()>(&mut con)
+        .unwrap();
 
     let removed = b.sweep_now().await.unwrap();
-    assert_eq!(removed, 3);
+    assert_eq!(removed, 4);
+    assert!(!exists(&mut con, "t:dep:{f}"));
+    assert!(!exists(&mut con, "t:{ghost(4)}:d"));
     assert_eq!(
         smembers(&mut con, "t:dep:{d}"),
         vec!["alive(1)".to_string()]
@@ -147,4 +160,40 @@ async fn periodic_sweeps_of_several_instances_take_turns() {
     let (sa, sb) = (a.redis_stats(), b.redis_stats());
     assert_eq!(sa.gc_references_removed + sb.gc_references_removed, 30);
     assert_eq!(sa.backend.errors + sb.backend.errors, 0);
+}
+
+/// An entry whose forward list an older layout wrote (a set `P:{T}:deps`) is still invalidated
+/// whole: its references leave the reverse indexes and the old set is deleted, so nodes of both
+/// layouts can run side by side during a rolling deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_lists_of_the_older_layout_are_read() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    let b = common::connect(&server);
+    let mut con = server.connection().unwrap();
+    let both = EntryOptions::new().depends_on("u").depends_on("v");
+    fill(&b, "old(1)", &both).await;
+    // rewrite its forward list as an older node would have
+    redis::cmd("DEL")
+        .arg("t:{old(1)}:d")
+        .query::<()>(&mut con)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("t:{old(1)}:deps")
+        .arg("u")
+        .arg("v")
+        .query::<()>(&mut con)
+        .unwrap();
+    b.invalidate("u").await.unwrap();
+    assert!(
+        smembers(&mut con, "t:dep:{v}").is_empty(),
+        "the reference under v is gone too"
+    );
+    assert!(!exists(&mut con, "t:{old(1)}:deps"));
+    let k = cache_core::Key::from_text("old(1)");
+    assert!(matches!(
+        b.get(&k).await.unwrap(),
+        cache_core::Lookup::Miss(_)
+    ));
 }

@@ -23,7 +23,7 @@ local P, D, env = ARGV[1], ARGV[2], ARGV[3]
 for i = tonumber(ARGV[4]), tonumber(ARGV[5]) do
   local t = 'big(' .. i .. ')'
   redis.call('SET', P .. ':{' .. t .. '}', env, 'PX', 600000)
-  redis.call('SADD', P .. ':{' .. t .. '}:deps', D)
+  redis.call('SET', P .. ':{' .. t .. '}:d', #D .. ':' .. D)
   redis.call('SADD', P .. ':dep:{' .. D .. '}', t)
 end
 return 1

@@ -5,9 +5,8 @@ local n = 0
 for i = 2, #ARGV do
   local t = ARGV[i]
   if redis.call('EXISTS', ik(t)) == 0 then
-    local deps = redis.call('SMEMBERS', dk(t))
-    for _, d in ipairs(deps) do n = n + redis.call('SREM', sk(d), t) end
-    redis.call('DEL', dk(t))
+    for _, d in ipairs(deps_of(t)) do n = n + redis.call('SREM', sk(d), t) end
+    drop_deps(t)
   end
 end
 return n

@@ -20,10 +20,10 @@ local reached = {}
 local unfinished = {}
 local function stamp(name) redis.call('HSET', EK, slot(name), g) end
 local function take(t)
-  local deps = redis.call('SCARD', dk(t))
-  budget = budget - 1 - deps
   stamp(t)
-  removed = removed + unlink_item(t, g)
+  local r, deps = unlink_item(t, g)
+  budget = budget - 1 - deps
+  removed = removed + r
   if redis.call('EXISTS', sk(t)) == 1 then reached[#reached + 1] = t end
 end
 for i = 5, #ARGV do

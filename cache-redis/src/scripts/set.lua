@@ -31,15 +31,20 @@ else
   redis.call('SET', ik(T), ARGV[4])
 end
 local new = {}
-for i = 7, #ARGV do new[ARGV[i]] = true end
-local old = redis.call('SMEMBERS', dk(T))
-for _, d in ipairs(old) do
+local names = {}
+for i = 7, #ARGV do
+  if not new[ARGV[i]] then
+    new[ARGV[i]] = true
+    names[#names + 1] = ARGV[i]
+  end
+end
+for _, d in ipairs(deps_of(T)) do
   if not new[d] then redis.call('SREM', sk(d), T) end
 end
-redis.call('DEL', dk(T))
-if #ARGV >= 7 then
-  redis.call('SADD', dk(T), unpack(ARGV, 7))
-  for i = 7, #ARGV do redis.call('SADD', sk(ARGV[i]), T) end
+drop_deps(T)
+if #names > 0 then
+  redis.call('SET', fk(T), encode_deps(names))
+  for _, d in ipairs(names) do redis.call('SADD', sk(d), T) end
 end
 release()
 return {1, g}
