@@ -361,20 +361,16 @@ impl Inner {
         if self.lock_ttl.is_none() {
             return;
         }
-        let Some(mut con) = self.client.connection() else {
-            return;
-        };
         let lock = self.layout.lock(text);
         let token = self.instance.clone();
-        self.client.handle().spawn(async move {
-            let released = scripts::unlock()
+        // a release that fails leaves the lock to expire
+        self.client.detach("unlock", |mut con| async move {
+            scripts::unlock()
                 .key(lock)
                 .arg(token)
                 .invoke_async::<i64>(&mut con)
-                .await;
-            if let Err(e) = released {
-                tracing::debug!(error = %e, "releasing a single-flight lock failed; it expires");
-            }
+                .await
+                .map(drop)
         });
     }
 
@@ -388,16 +384,13 @@ impl Inner {
             }
             ms = ms.min(left);
         }
-        let Some(mut con) = self.client.connection() else {
-            return;
-        };
         let item = self.layout.item(text);
-        self.client.handle().spawn(async move {
-            let _ = redis::cmd("PEXPIRE")
+        self.client.detach("sliding", |mut con| async move {
+            redis::cmd("PEXPIRE")
                 .arg(item)
                 .arg(ms)
                 .query_async::<()>(&mut con)
-                .await;
+                .await
         });
     }
 

@@ -446,7 +446,7 @@ impl RedisBackendBuilder {
 
     fn validate_named(&self, env: bool) -> Result<(), RedisCacheError> {
         let name = |builder: &'static str, var: &'static str| if env { var } else { builder };
-        self.connection_info().map_err(|e| match e {
+        let info = self.connection_info().map_err(|e| match e {
             RedisCacheError::Config { field, reason } if env && field == "url" => {
                 RedisCacheError::config("REDIS_URL", reason)
             }
@@ -495,12 +495,7 @@ impl RedisBackendBuilder {
         } else {
             &TlsNames::BUILDER
         })?;
-        if self.tls.is_set() && !self.url.trim().starts_with("rediss://") {
-            return Err(RedisCacheError::config(
-                name("url", "REDIS_URL"),
-                "TLS certificates are configured but the URL is not `rediss://`",
-            ));
-        }
+        crate::client::connect::require_tls_url(&self.tls, &info, name("url", "REDIS_URL"))?;
         positive("sweep.interval", self.sweep_interval)?;
         if self.sweep_batch == 0 {
             return Err(RedisCacheError::config("sweep.batch", "must be at least 1"));

@@ -36,38 +36,36 @@ pub(crate) fn fit(policy: &str) -> PolicyFit {
 /// entries under it (once per backend: the first answer ends the task). `CONFIG` refused
 /// (managed Redis): a debug line.
 pub(crate) async fn check(weak: Weak<RedisClient>) {
-    {
-        for _ in 0..600 {
-            let Some(inner) = weak.upgrade() else { return };
-            if !inner.connected_within(Duration::from_secs(1)).await {
-                continue;
-            }
-            let policy: Result<Vec<String>, _> = inner
-                .run("config", |mut con| async move {
-                    redis::cmd("CONFIG")
-                        .arg("GET")
-                        .arg("maxmemory-policy")
-                        .query_async(&mut con)
-                        .await
-                })
-                .await;
-            match policy {
-                Ok(v) => {
-                    let policy = v.get(1).cloned().unwrap_or_default();
-                    if fit(&policy) == PolicyFit::IndexesEvictable {
-                        tracing::warn!(
-                            policy = %policy,
-                            "Redis evicts any key under maxmemory-policy {policy}: dependency \
-                             indexes can be evicted while their entries stay, and an invalidation \
-                             then misses those entries (served stale until their ttl). Use \
-                             volatile-lru or volatile-lfu for a cache with dependencies"
-                        );
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot read maxmemory-policy"),
-            }
-            return;
+    for _ in 0..600 {
+        let Some(inner) = weak.upgrade() else { return };
+        if !inner.connected_within(Duration::from_secs(1)).await {
+            continue;
         }
+        let policy: Result<Vec<String>, _> = inner
+            .run("config", |mut con| async move {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut con)
+                    .await
+            })
+            .await;
+        match policy {
+            Ok(v) => {
+                let policy = v.get(1).cloned().unwrap_or_default();
+                if fit(&policy) == PolicyFit::IndexesEvictable {
+                    tracing::warn!(
+                        policy = %policy,
+                        "Redis evicts any key under maxmemory-policy {policy}: dependency \
+                         indexes can be evicted while their entries stay, and an invalidation \
+                         then misses those entries (served stale until their ttl). Use \
+                         volatile-lru or volatile-lfu for a cache with dependencies"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read maxmemory-policy"),
+        }
+        return;
     }
 }
 

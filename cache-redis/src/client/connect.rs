@@ -11,8 +11,6 @@
 //! itself), the first TLS client made here installs ring as the process default, unless the
 //! application installed one before.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use redis::{ConnectionAddr, ConnectionInfo};
 
 use crate::config::redact_url;
@@ -107,20 +105,34 @@ impl TlsOptions {
     }
 }
 
+/// Whether `info` is a `rediss://` address.
+fn is_tls(info: &ConnectionInfo) -> bool {
+    matches!(info.addr(), ConnectionAddr::TcpTls { .. })
+}
+
+/// TLS certificates need a `rediss://` URL; `field` names the URL option or variable.
+pub(crate) fn require_tls_url(
+    tls: &TlsOptions,
+    info: &ConnectionInfo,
+    field: &str,
+) -> Result<(), RedisCacheError> {
+    if tls.is_set() && !is_tls(info) {
+        return Err(RedisCacheError::config(
+            field,
+            "TLS certificates are configured but the URL is not `rediss://`",
+        ));
+    }
+    Ok(())
+}
+
 /// Opens the client for `info` with `tls` applied. `field` names the URL option in errors.
 pub(crate) fn open_client(
     info: ConnectionInfo,
     tls: &TlsOptions,
     field: &str,
 ) -> Result<redis::Client, RedisCacheError> {
-    let is_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
-    if tls.is_set() && !is_tls {
-        return Err(RedisCacheError::config(
-            field,
-            "TLS certificates are configured but the URL is not `rediss://`",
-        ));
-    }
-    if !is_tls {
+    require_tls_url(tls, &info, field)?;
+    if !is_tls(&info) {
         return redis::Client::open(info).map_err(|e| url_error(field, &info_text(&e)));
     }
     open_tls(info, tls, field)
@@ -185,11 +197,11 @@ fn info_text(e: &redis::RedisError) -> String {
     redact_url(&e.to_string())
 }
 
-static WARNED_INSECURE: AtomicBool = AtomicBool::new(false);
-
 /// `rediss://...#insecure` turns certificate verification off: said once per process.
 #[cfg(feature = "tls")]
 fn warn_insecure_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED_INSECURE: AtomicBool = AtomicBool::new(false);
     if !WARNED_INSECURE.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             "cache-redis: a rediss:// URL with #insecure: the server's certificate is NOT verified \
@@ -197,12 +209,6 @@ fn warn_insecure_once() {
              tls_ca_cert_pem / REDIS_TLS_CA_CERT instead"
         );
     }
-}
-
-/// Whether the `#insecure` warning was given (for tests).
-#[allow(dead_code)]
-pub(crate) fn warned_insecure() -> bool {
-    WARNED_INSECURE.load(Ordering::Relaxed)
 }
 
 #[cfg(feature = "tls")]

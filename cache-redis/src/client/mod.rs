@@ -99,10 +99,22 @@ impl RedisClient {
         }
     }
 
-    /// The current connection, for a command nobody waits for (sliding refreshes); `None`
-    /// while disconnected.
-    pub(crate) fn connection(&self) -> Option<MultiplexedConnection> {
-        self.conn.get()
+    /// Sends a command nobody waits for (a sliding refresh, a lock release) on the current
+    /// connection, from the executor; dropped while disconnected (no breaker, no timeout: its
+    /// failure costs nothing but what it would have done).
+    pub(crate) fn detach<Fut>(&self, op: &'static str, f: impl FnOnce(MultiplexedConnection) -> Fut)
+    where
+        Fut: Future<Output = RedisResult<()>> + Send + 'static,
+    {
+        let Some(con) = self.conn.get() else {
+            return;
+        };
+        let fut = f(con);
+        self.handle().spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::debug!(op, error = %e, "a background command failed");
+            }
+        });
     }
 
     /// Spawns a background task that ends when this client is dropped.
