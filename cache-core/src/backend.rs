@@ -186,6 +186,32 @@ pub enum SetOutcome {
     Rejected,
 }
 
+/// One entry of a [`Backend::set_many`]: what [`Backend::set`] takes, for one key.
+///
+/// ```
+/// use cache_core::{value, Backend, EntryOptions, Fill, Key, MemoryBackend, SetOutcome};
+/// let b = MemoryBackend::new();
+/// let (k1, k2) = (Key::from_text("a"), Key::from_text("b"));
+/// let o = EntryOptions::new();
+/// let fills = [
+///     Fill { key: &k1, value: value::share(1u8), options: &o, lease: b.current_lease() },
+///     Fill { key: &k2, value: value::share(2u8), options: &o, lease: b.current_lease() },
+/// ];
+/// let done = b.set_many_blocking(&fills).unwrap();
+/// assert_eq!(done, vec![SetOutcome::Stored, SetOutcome::Stored]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Fill<'a> {
+    /// The entry's key.
+    pub key: &'a Key,
+    /// The value to store.
+    pub value: SharedValue,
+    /// Expiration and dependencies.
+    pub options: &'a EntryOptions,
+    /// The lease of the miss this fill answers.
+    pub lease: Lease,
+}
+
 /// Where cached entries live. Object-safe; implement it to add a store.
 ///
 /// Rules every backend keeps:
@@ -307,6 +333,54 @@ pub trait Backend: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>>;
     /// Reads an entry (blocking form).
     fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError>;
+
+    /// Reads several entries at once (batch calls, `#[cached(batch(..))]`): one answer per key,
+    /// in order. A remote backend answers in one round trip; the default asks [`Self::get`] for
+    /// each key in turn.
+    ///
+    /// ```
+    /// use cache_core::{Backend, Key, Lookup, MemoryBackend};
+    /// let b = MemoryBackend::new();
+    /// let keys = [Key::from_text("a"), Key::from_text("b")];
+    /// let found = b.get_many_blocking(&keys).unwrap();
+    /// assert!(found.iter().all(|l| matches!(l, Lookup::Miss(_))));
+    /// ```
+    fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.get(key).await?);
+            }
+            Ok(out)
+        })
+    }
+    /// Reads several entries at once (blocking form).
+    fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        keys.iter().map(|k| self.get_blocking(k)).collect()
+    }
+
+    /// Stores several entries at once, each as [`Self::set`] would (its own lease, options and
+    /// rejection): one outcome per fill, in order. A remote backend sends them in one round
+    /// trip; the default calls [`Self::set`] for each.
+    fn set_many<'a>(
+        &'a self,
+        fills: &'a [Fill<'a>],
+    ) -> BoxFuture<'a, Result<Vec<SetOutcome>, CacheError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(fills.len());
+            for f in fills {
+                out.push(self.set(f.key, f.value.clone(), f.options, f.lease).await?);
+            }
+            Ok(out)
+        })
+    }
+    /// Stores several entries at once (blocking form).
+    fn set_many_blocking(&self, fills: &[Fill<'_>]) -> Result<Vec<SetOutcome>, CacheError> {
+        fills
+            .iter()
+            .map(|f| self.set_blocking(f.key, f.value.clone(), f.options, f.lease))
+            .collect()
+    }
 
     /// Stores an entry unless `lease` predates an invalidation of the key or a dependency.
     fn set<'a>(

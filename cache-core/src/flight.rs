@@ -114,7 +114,10 @@ pub(crate) enum Join<'a> {
 
 impl Flights {
     pub(crate) fn join(&self, key: &[u8]) -> Join<'_> {
-        let mut map = self.map.lock();
+        self.join_locked(&mut self.map.lock(), key)
+    }
+
+    fn join_locked(&self, map: &mut HashMap<Box<[u8]>, Arc<Flight>>, key: &[u8]) -> Join<'_> {
         if let Some(f) = map.get(key) {
             return Join::Follow(f.clone());
         }
@@ -126,6 +129,14 @@ impl Flights {
             flight,
             done: false,
         })
+    }
+
+    /// Joins the flights of several keys at once, under one lock: two batches that overlap are
+    /// ordered (the later one follows the earlier one's keys, never the other way round), so a
+    /// batch that waits for its followed keys before computing its own cannot deadlock.
+    pub(crate) fn join_many<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<Join<'_>> {
+        let mut map = self.map.lock();
+        keys.map(|key| self.join_locked(&mut map, key)).collect()
     }
 
     /// Flights ended so far (see the field).

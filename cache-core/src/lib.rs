@@ -34,7 +34,7 @@ pub mod stats;
 pub mod value;
 pub mod weight;
 
-pub use backend::{Backend, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
+pub use backend::{Backend, EntryOptions, Fill, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
 pub use cache_macros::{cache_put, cached, invalidates, KeyPart};
 pub use context::add_dependency;
 pub use error::CacheError;
@@ -42,7 +42,7 @@ pub use key::KeyPart;
 pub use memory::MemoryBackend;
 pub use registry::{configure, Profile};
 pub use runtime::{
-    all_stats, invalidate_dependency, invalidate_dependency_blocking, EntryRef, FnRef,
+    all_stats, invalidate_dependency, invalidate_dependency_blocking, EntryRef, EntryRefs, FnRef,
 };
 pub use stats::{BackendStats, FnStats};
 pub use value::Cacheable;
@@ -54,7 +54,8 @@ pub mod __private {
     pub use crate::error::CacheError;
     pub use crate::key::{KeyBuf, KeyPart};
     pub use crate::runtime::{
-        Begin, CallInfo, EntryRef, Filler, FnCache, FnMeta, FnRef, Mode, RawKey,
+        BatchFill, Begin, CallInfo, EntryRef, EntryRefs, Filler, FnCache, FnMeta, FnRef, Items,
+        Mode, RawKey,
     };
     pub use crate::value::Cacheable;
     pub use ::core::any::type_name;

@@ -26,6 +26,9 @@ use crate::registry::{self, Resolved};
 use crate::stats::{FnCounters, FnStats};
 use crate::value::{self, Cacheable, Hit, SharedValue};
 
+mod batch;
+pub use batch::{BatchFill, Items};
+
 /// What the macro knows about a cached function at compile time.
 #[derive(Debug, Clone, Copy)]
 pub struct FnMeta {
@@ -1084,6 +1087,51 @@ impl<V: Cacheable> EntryRef<V> {
             Ok(Lookup::Hit(h)) => h.into_typed().ok(),
             _ => None,
         }
+    }
+}
+
+/// Handles on several entries of a batch fn (what `<fn>_entries(..)` returns, and what
+/// `#[invalidates(get_users([id]))]` invalidates).
+pub struct EntryRefs<V>(Vec<EntryRef<V>>);
+
+impl<V> std::fmt::Debug for EntryRefs<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|e| &e.key)).finish()
+    }
+}
+
+impl<V: Cacheable> EntryRefs<V> {
+    /// Wraps entry handles.
+    pub fn new(entries: Vec<EntryRef<V>>) -> Self {
+        EntryRefs(entries)
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[EntryRef<V>] {
+        &self.0
+    }
+
+    /// Removes every entry (and, transitively, their dependents). Returns the first error,
+    /// after trying every entry.
+    pub async fn invalidate(&self) -> Result<(), CacheError> {
+        let mut first = Ok(());
+        for e in &self.0 {
+            if let Err(err) = e.invalidate().await {
+                first = first.and(Err(err));
+            }
+        }
+        first
+    }
+
+    /// Removes every entry (blocking form).
+    pub fn invalidate_blocking(&self) -> Result<(), CacheError> {
+        let mut first = Ok(());
+        for e in &self.0 {
+            if let Err(err) = e.invalidate_blocking() {
+                first = first.and(Err(err));
+            }
+        }
+        first
     }
 }
 

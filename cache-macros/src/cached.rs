@@ -12,9 +12,10 @@
 //! lives inside the fn and the body stays inline.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{FnArg, Ident, ItemFn, Pat};
 
+use crate::batch::BatchPlan;
 use crate::combine;
 use crate::options::CachedOptions;
 use crate::signature::{self, Param, Ret, RetKind};
@@ -50,6 +51,8 @@ struct Plan<'a> {
     method: bool,
     depends_on: Vec<Template>,
     key_template: Option<Template>,
+    /// `batch(ids)`: one entry per item of that parameter.
+    batch: Option<BatchPlan>,
 }
 
 fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
@@ -103,9 +106,11 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
             ),
         );
     }
-    let ret = match signature::ret(&sig.output, opts.cache_none) {
-        Ok(r) => Some(r),
-        Err(e) => {
+    // a batch fn's return is checked once its parameters are known
+    let ret = match (&opts.batch, signature::ret(&sig.output, opts.cache_none)) {
+        (Some(_), _) => None,
+        (None, Ok(r)) => Some(r),
+        (None, Err(e)) => {
             combine(&mut err, e);
             None
         }
@@ -194,10 +199,35 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
             Err(e) => combine(&mut err, e),
         }
     }
+    let mut batch = None;
+    let mut ret = ret;
+    if let Some(name) = &opts.batch {
+        match crate::batch::plan(name, &params, &key, &sig.output) {
+            Ok(b) => {
+                let v = &b.value;
+                ret = Some(Ret {
+                    kind: RetKind::Plain,
+                    value: quote!(::core::option::Option<#v>),
+                });
+                batch = Some(b);
+            }
+            Err(e) => combine(&mut err, e),
+        }
+        if !opts.companions {
+            combine(
+                &mut err,
+                syn::Error::new(
+                    name.span(),
+                    "`batch` needs the companions: it cannot be combined with `companions = false`",
+                ),
+            );
+        }
+    }
     match (err, ret) {
         (Some(e), _) => Err(e),
         (None, None) => unreachable!("an invalid return type is an error"),
         (None, Some(ret)) => Ok(Plan {
+            batch,
             method: signature::is_method(sig),
             func,
             opts,
@@ -272,7 +302,11 @@ impl Plan<'_> {
             Some(l) => quote!(::core::option::Option::Some(#l)),
             None => quote!(::core::option::Option::None),
         };
-        let cache_none = !matches!(self.ret.kind, RetKind::Option(false));
+        let cache_none = match (&self.batch, self.opts.cache_none) {
+            (Some(_), Some((c, _))) => c,
+            (Some(_), None) => true,
+            (None, _) => !matches!(self.ret.kind, RetKind::Option(false)),
+        };
         let lock = o.lock;
         let custom_key = self.key_template.is_some();
         quote! {
@@ -388,6 +422,80 @@ impl Plan<'_> {
                 #p::Begin::Hit(__v) => #hit,
                 #p::Begin::Fill(__f) => __f.#fill(#body, #to_value)#aw,
             }
+        }
+    }
+
+    /// The call of a batch fn with `mode`: every item looked up at once, then `body` (a
+    /// closure taking the missing items) computes the rest.
+    fn batch_logic(&self, b: &BatchPlan, mode: &str, body: TokenStream) -> TokenStream {
+        let p = p();
+        let cache = self.cache();
+        let (item, value) = (&b.item, &b.value);
+        let ident = &self.params[b.param].ident;
+        let key = self.key_expr();
+        let info = self.info(true);
+        let pushes = self.depends_on.iter().map(|t| {
+            let f = t.format_expr();
+            quote!(__d.push(#f);)
+        });
+        let mode = Ident::new(mode, Span::call_site());
+        let (begin, fill, aw) = if self.func.sig.asyncness.is_some() {
+            (
+                quote!(batch_begin_async),
+                quote!(fill_async),
+                quote!(.await),
+            )
+        } else {
+            (quote!(batch_begin_blocking), quote!(fill_blocking), quote!())
+        };
+        let value_span = crate::first_span(value);
+        let begin_call = quote_spanned!(value_span=> #cache.#begin::<#item, #value>);
+        let ret = b.from_pairs(quote!(__cache_core_r));
+        quote! {
+            let __cache_core_info = #info;
+            let __cache_core_items: ::std::vec::Vec<#item> =
+                ::core::iter::Iterator::collect(::core::iter::Iterator::cloned(#ident.iter()));
+            let __cache_core_fill = #begin_call(
+                __cache_core_items,
+                &#p::Items {
+                    key: &|#ident: &#item| #cache.key(#key, &__cache_core_info),
+                    deps: &|#ident: &#item, __d: &mut ::std::vec::Vec<::std::string::String>| {
+                        let _ = &#ident;
+                        #(#pushes)*
+                    },
+                    info: __cache_core_info,
+                },
+                #p::Mode::#mode,
+            )#aw;
+            let __cache_core_r = __cache_core_fill.#fill(#body)#aw;
+            #ret
+        }
+    }
+
+    /// The body of a batch fn's call: `_uncached` with the missing items in place of the
+    /// collection.
+    fn batch_body(&self, b: &BatchPlan, uncached: &Ident, explicit: bool) -> TokenStream {
+        let item = &b.item;
+        let (conv, arg) = b.pass_missing();
+        let f = self.turbofish(uncached, explicit);
+        let recv = self.func.sig.receiver().map(|_| quote!(self,));
+        let args = self.params.iter().enumerate().map(|(i, prm)| {
+            if i == b.param {
+                arg.clone()
+            } else {
+                prm.ident.to_token_stream()
+            }
+        });
+        let mut call = quote!(#f(#recv #(#args),*));
+        if self.func.sig.unsafety.is_some() {
+            call = quote!(unsafe { #call });
+        }
+        if self.func.sig.asyncness.is_some() {
+            let pairs = b.to_pairs(quote!(#call.await));
+            quote!(move |__cache_core_missing: ::std::vec::Vec<#item>| async move { #conv #pairs })
+        } else {
+            let pairs = b.to_pairs(call);
+            quote!(move |__cache_core_missing: ::std::vec::Vec<#item>| { #conv #pairs })
         }
     }
 
@@ -543,10 +651,21 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
     };
     let mut main_sig = sig.clone();
     main_sig.inputs = forwarding.iter().cloned().collect();
-    let main_logic = plan.logic("Normal", call_uncached.clone(), quote!());
+    let (main_logic, refresh_logic) = match &plan.batch {
+        Some(b) => {
+            let body = plan.batch_body(b, &uncached, !has_impl_trait);
+            (
+                plan.batch_logic(b, "Normal", body.clone()),
+                plan.batch_logic(b, "Refresh", body),
+            )
+        }
+        None => (
+            plan.logic("Normal", call_uncached.clone(), quote!()),
+            plan.logic("Refresh", call_uncached, quote!()),
+        ),
+    };
     let mut refresh_sig = main_sig.clone();
     refresh_sig.ident = refresh.clone();
-    let refresh_logic = plan.logic("Refresh", call_uncached, quote!());
     let mut uncached_sig = sig.clone();
     uncached_sig.ident = uncached.clone();
     let block = &func.block;
@@ -559,8 +678,17 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         .iter()
         .map(|&i| {
             let prm = &plan.params[i];
-            let (id, ty) = (&prm.ident, &prm.ty);
-            quote!(#id: #ty)
+            let id = &prm.ident;
+            match &plan.batch {
+                Some(b) if b.param == i => {
+                    let item = &b.item;
+                    quote!(#id: #item)
+                }
+                _ => {
+                    let ty = &prm.ty;
+                    quote!(#id: #ty)
+                }
+            }
         })
         .collect();
     let key_args: Vec<&Ident> = plan.key.iter().map(|&i| &plan.params[i].ident).collect();
@@ -595,6 +723,56 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         "Every entry of [`{doc_name}`]: its stats, `invalidate_all` (generated by `#[cached]`)."
     );
     let allow = quote!(#[allow(dead_code, clippy::extra_unused_type_parameters, clippy::extra_unused_lifetimes, clippy::too_many_arguments)]);
+    let invalidate_items = match &plan.batch {
+        None => quote! {
+            #[doc = #doc_invalidate]
+            #(#copied)* #allow
+            #vis #asyncness fn #invalidate #generics (#self_param #(#key_params),*) -> ::core::result::Result<(), #p::CacheError> #where_clause {
+                #entry_call(#self_arg #(#key_args),*).#inv()#aw
+            }
+        },
+        Some(b) => {
+            // `_entries(.., ids: impl IntoIterator<Item = K>)` and `_invalidate(.., ids: &[K])`
+            let item = &b.item;
+            let ident = &plan.params[b.param].ident;
+            let entries = plan.companion("entries");
+            let params_with = |ty: TokenStream| -> Vec<TokenStream> {
+                plan.key
+                    .iter()
+                    .zip(&key_params)
+                    .map(|(&i, kp)| if i == b.param { quote!(#ident: #ty) } else { kp.clone() })
+                    .collect()
+            };
+            let many = params_with(quote!(impl ::core::iter::IntoIterator<Item = #item>));
+            let slice = params_with(quote!(&[#item]));
+            let doc_entries = format!(
+                "The cache entries of [`{doc_name}`] for these items: `invalidate` them all (generated by `#[cached]`; what `#[invalidates({name}([id]))]` uses)."
+            );
+            let doc_invalidate = format!(
+                "Removes the cached entries of [`{doc_name}`] for these items, and the entries that depend on them (generated by `#[cached]`)."
+            );
+            let collect = quote! {
+                #p::EntryRefs::new(::core::iter::Iterator::collect(::core::iter::Iterator::map(
+                    ::core::iter::IntoIterator::into_iter(#ident),
+                    |#ident: #item| #cache.entry::<_, #value>(#key_expr, #info, #deps),
+                )))
+            };
+            quote! {
+                #[doc = #doc_entries]
+                #(#copied)* #allow
+                #vis fn #entries #generics (#self_param #(#many),*) -> #p::EntryRefs<#value> #where_clause {
+                    #collect
+                }
+
+                #[doc = #doc_invalidate]
+                #(#copied)* #allow
+                #vis #asyncness fn #invalidate #generics (#self_param #(#slice),*) -> ::core::result::Result<(), #p::CacheError> #where_clause {
+                    let #ident = ::core::iter::Iterator::cloned(#ident.iter());
+                    #collect.#inv()#aw
+                }
+            }
+        }
+    };
     quote! {
         #(#attrs)*
         #vis #main_sig {
@@ -625,11 +803,7 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
             #cache.entry::<_, #value>(#key_expr, #info, #deps)
         }
 
-        #[doc = #doc_invalidate]
-        #(#copied)* #allow
-        #vis #asyncness fn #invalidate #generics (#self_param #(#key_params),*) -> ::core::result::Result<(), #p::CacheError> #where_clause {
-            #entry_call(#self_arg #(#key_args),*).#inv()#aw
-        }
+        #invalidate_items
 
         #[doc = #doc_cache]
         #(#copied)* #allow

@@ -160,7 +160,18 @@ fn target(kind: Kind, expr: Expr) -> syn::Result<(Target, Span)> {
             let Some(last) = path.path.segments.last_mut() else {
                 return Err(syn::Error::new_spanned(&call.func, usage));
             };
-            let suffix = if all { "cache" } else { "entry" };
+            let items = call.args.iter().any(|a| matches!(a, Expr::Array(_)));
+            if items && kind == Kind::CachePut {
+                return Err(syn::Error::new_spanned(
+                    &call.args,
+                    "`#[cache_put]` writes one entry: pass one item, e.g. `get_users(id)`",
+                ));
+            }
+            let suffix = match (all, items) {
+                (true, _) => "cache",
+                (false, true) => "entries",
+                (false, false) => "entry",
+            };
             last.ident = format_ident!("{}_{}", last.ident, suffix, span = last.ident.span());
             if all {
                 call.args = Punctuated::new();
@@ -170,7 +181,13 @@ fn target(kind: Kind, expr: Expr) -> syn::Result<(Target, Span)> {
             }
         }
         Expr::MethodCall(mut call) => {
-            call.method = format_ident!("{}_entry", call.method, span = call.method.span());
+            // `self.find([x, y])`: the items of a batch fn
+            let suffix = if call.args.iter().any(|a| matches!(a, Expr::Array(_))) {
+                "entries"
+            } else {
+                "entry"
+            };
+            call.method = format_ident!("{}_{}", call.method, suffix, span = call.method.span());
             Ok((Target::Entry(Expr::MethodCall(call)), span))
         }
         other => Err(syn::Error::new_spanned(other, usage)),

@@ -9,6 +9,7 @@ use proc_macro::TokenStream;
 use proc_macro2::Span;
 use quote::ToTokens;
 
+mod batch;
 mod cached;
 mod derive;
 mod duration;

@@ -22,6 +22,7 @@ const OPTIONS: &[&str] = &[
     "lock",
     "version",
     "companions",
+    "batch",
 ];
 
 /// The parsed options of one `#[cached(...)]`.
@@ -43,6 +44,8 @@ pub(crate) struct CachedOptions {
     pub version: u32,
     /// `companions = false` (trait impls: no companion items can be added there).
     pub companions: bool,
+    /// `batch(ids)`: the collection parameter whose items are cached one by one.
+    pub batch: Option<Ident>,
 }
 
 impl CachedOptions {
@@ -142,6 +145,16 @@ impl CachedOptions {
                     ))
                 }
             },
+            "batch" => {
+                let usage = "`batch` takes the name of the collection parameter: `batch(ids)`";
+                let Meta::List(list) = meta else {
+                    return Err(syn::Error::new_spanned(meta, usage));
+                };
+                self.batch = Some(
+                    syn::parse2::<Ident>(list.tokens.clone())
+                        .map_err(|_| syn::Error::new_spanned(&list.tokens, usage))?,
+                );
+            }
             "skip" => match meta {
                 Meta::List(list) => {
                     let idents = Punctuated::<Ident, Token![,]>::parse_terminated

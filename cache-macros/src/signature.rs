@@ -124,7 +124,7 @@ pub(crate) struct Ret {
 }
 
 /// The last path segment's name and its type arguments, for `Result<..>` / `Option<..>`.
-fn outer_generic(ty: &Type) -> Option<(String, Vec<&Type>)> {
+pub(crate) fn outer_generic(ty: &Type) -> Option<(String, Vec<&Type>)> {
     let Type::Path(tp) = ty else { return None };
     if tp.qself.is_some() {
         return None;
