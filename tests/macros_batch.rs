@@ -154,7 +154,11 @@ fn absent_items_are_cached_unless_cache_none_is_false() {
         let got = sparse(&[1, 2, 3, 4]);
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
         assert_eq!(sparse(&[1, 2, 3, 4]), got);
-        assert_eq!(SPARSE.take(), vec![vec![1, 2, 3, 4]], "absent items are cached");
+        assert_eq!(
+            SPARSE.take(),
+            vec![vec![1, 2, 3, 4]],
+            "absent items are cached"
+        );
         assert_eq!(sparse_entry(3).get_blocking(), Some(None));
 
         sparse_uncached_absent(&[1, 2, 3, 4]);
@@ -224,9 +228,8 @@ fn slow(ids: Vec<u64>) -> HashMap<u64, u64> {
 fn overlapping_batches_compute_each_item_once() {
     let backend = mem();
     let b1 = backend.clone();
-    let first = std::thread::spawn(move || {
-        registry::with_backend_blocking(b1, || slow((0..60).collect()))
-    });
+    let first =
+        std::thread::spawn(move || registry::with_backend_blocking(b1, || slow((0..60).collect())));
     wait_until("the first batch to compute", || {
         SLOW_STARTED.load(Ordering::SeqCst)
     });
@@ -277,11 +280,19 @@ fn a_fill_racing_an_item_invalidation_does_not_land_for_that_item() {
         cache_core::invalidate_dependency_blocking("user:7").unwrap();
     });
     RACE_GATE.store(true, Ordering::SeqCst);
-    assert_eq!(fill.join().unwrap().len(), 3, "the caller still gets every value");
+    assert_eq!(
+        fill.join().unwrap().len(),
+        3,
+        "the caller still gets every value"
+    );
     registry::with_backend_blocking(backend, || {
         assert_eq!(racing_entry(5).get_blocking(), Some(Some(5)));
         assert_eq!(racing_entry(6).get_blocking(), Some(Some(6)));
-        assert_eq!(racing_entry(7).get_blocking(), None, "the raced item is not stored");
+        assert_eq!(
+            racing_entry(7).get_blocking(),
+            None,
+            "the raced item is not stored"
+        );
         assert_eq!(racing_cache().stats().stale_rejected, 1);
     });
 }
@@ -293,7 +304,10 @@ static ASYNC: Calls = Calls(Mutex::new(Vec::new()));
 struct Db;
 
 #[cached(batch(ids), skip(db), depends_on = ["user:{ids}"])]
-async fn get_users(db: &Db, ids: std::collections::HashSet<u64>) -> Result<HashMap<u64, String>, String> {
+async fn get_users(
+    db: &Db,
+    ids: std::collections::HashSet<u64>,
+) -> Result<HashMap<u64, String>, String> {
     let _ = db;
     let mut v: Vec<u64> = ids.iter().copied().collect();
     v.sort_unstable();
@@ -314,7 +328,9 @@ async fn async_batches_work_the_same_way() {
         get_users_invalidate(&[7]).await.unwrap();
         get_users(&db, (0..100).collect()).await.unwrap();
         assert_eq!(ASYNC.take(), vec![vec![7]]);
-        let refreshed = get_users_refresh(&db, [1, 2].into_iter().collect()).await.unwrap();
+        let refreshed = get_users_refresh(&db, [1, 2].into_iter().collect())
+            .await
+            .unwrap();
         assert_eq!(refreshed.len(), 2);
         assert_eq!(ASYNC.take(), vec![vec![1, 2]]);
     })
@@ -342,7 +358,11 @@ fn a_batch_called_by_a_cached_fn_is_its_dependency() {
         assert_eq!(PAGE_RUNS.take(), vec![vec![100]]);
         names_invalidate(&[101]).unwrap();
         page(100);
-        assert_eq!(PAGE_RUNS.take(), vec![vec![100]], "the page depended on item 101");
+        assert_eq!(
+            PAGE_RUNS.take(),
+            vec![vec![100]],
+            "the page depended on item 101"
+        );
         NAMES.take();
     });
 }

@@ -34,7 +34,9 @@ pub mod stats;
 pub mod value;
 pub mod weight;
 
-pub use backend::{Backend, EntryOptions, Fill, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome};
+pub use backend::{
+    Backend, EntryOptions, Fill, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome,
+};
 pub use cache_macros::{cache_put, cached, invalidates, KeyPart};
 pub use context::add_dependency;
 pub use error::CacheError;

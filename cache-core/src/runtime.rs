@@ -1096,7 +1096,9 @@ pub struct EntryRefs<V>(Vec<EntryRef<V>>);
 
 impl<V> std::fmt::Debug for EntryRefs<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|e| &e.key)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(|e| &e.key))
+            .finish()
     }
 }
 

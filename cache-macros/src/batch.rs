@@ -164,7 +164,9 @@ impl BatchPlan {
 
     /// The body's return value as the runtime takes it: `Result<Vec<(K, V)>, E>`.
     pub(crate) fn to_pairs(&self, ret: TokenStream) -> TokenStream {
-        let pairs = quote!(|__m| ::core::iter::Iterator::collect::<::std::vec::Vec<_>>(::core::iter::IntoIterator::into_iter(__m)));
+        let pairs = quote!(|__m| ::core::iter::Iterator::collect::<::std::vec::Vec<_>>(
+            ::core::iter::IntoIterator::into_iter(__m)
+        ));
         if self.result {
             quote!(::core::result::Result::map(#ret, #pairs))
         } else {

@@ -446,7 +446,11 @@ impl Plan<'_> {
                 quote!(.await),
             )
         } else {
-            (quote!(batch_begin_blocking), quote!(fill_blocking), quote!())
+            (
+                quote!(batch_begin_blocking),
+                quote!(fill_blocking),
+                quote!(),
+            )
         };
         let value_span = crate::first_span(value);
         let begin_call = quote_spanned!(value_span=> #cache.#begin::<#item, #value>);
@@ -740,7 +744,13 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
                 plan.key
                     .iter()
                     .zip(&key_params)
-                    .map(|(&i, kp)| if i == b.param { quote!(#ident: #ty) } else { kp.clone() })
+                    .map(|(&i, kp)| {
+                        if i == b.param {
+                            quote!(#ident: #ty)
+                        } else {
+                            kp.clone()
+                        }
+                    })
                     .collect()
             };
             let many = params_with(quote!(impl ::core::iter::IntoIterator<Item = #item>));

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_core::backend::BoxFuture;
 use cache_core::value::{Hit, SharedValue};
-use cache_core::{Backend, BackendStats, CacheError, EntryOptions, Key, Lease, Lookup, SetOutcome};
+use cache_core::{
+    Backend, BackendStats, CacheError, EntryOptions, Fill, Key, Lease, Lookup, SetOutcome,
+};
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
@@ -162,6 +164,9 @@ fn instance_id() -> String {
     )
 }
 
+/// One entry of a batch store: key text, encoded value, options, lease.
+type EncodedFill = (Arc<str>, Vec<u8>, EntryOptions, Lease);
+
 /// What a lookup found (before conversion to a [`Lookup`]).
 enum Found {
     /// The stored bytes, and the lease if they are not a value (a tombstone's generation may
@@ -287,13 +292,93 @@ impl Inner {
     }
 
     async fn get(self: Arc<Self>, text: Arc<str>) -> Result<Lookup, CacheError> {
-        let found = match self.lookup(&text).await {
-            Ok(f) => f,
+        match self.lookup(&text).await {
+            Ok(found) => Ok(self.answer(&text, found)),
+            Err(e) => {
+                self.counters.errors.incr();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads several entries in one round trip: one `MGET` of the entry keys (plus the
+    /// generation when the remembered one is not fresh). With distributed single flight, the
+    /// misses then take their locks (or wait for their holders) one lookup each, concurrently.
+    async fn get_many(self: Arc<Self>, texts: Vec<Arc<str>>) -> Result<Vec<Lookup>, CacheError> {
+        let items: Vec<String> = texts.iter().map(|t| self.layout.item(t)).collect();
+        // read before the request is sent: a generation seen later could postdate the misses
+        let fresh = self.fresh_gen();
+        let sent = mono_ms();
+        let with_gen = fresh.is_none();
+        let read = self
+            .run("get_many", |mut con| {
+                let mut cmd = redis::cmd("MGET");
+                cmd.arg(&items);
+                if with_gen {
+                    cmd.arg(&self.layout.gen);
+                }
+                async move { cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut con).await }
+            })
+            .await;
+        let mut values = match read {
+            Ok(v) if v.len() == items.len() + usize::from(with_gen) => v,
+            Ok(_) => {
+                self.counters.errors.incr();
+                return Err(CacheError::backend(
+                    "redis",
+                    "MGET answered a different number of keys",
+                ));
+            }
             Err(e) => {
                 self.counters.errors.incr();
                 return Err(e.into());
             }
         };
+        let lease = match fresh {
+            Some(g) => g,
+            None => {
+                let g = values
+                    .pop()
+                    .flatten()
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+                    .unwrap_or(0);
+                self.learn_gen(g, sent);
+                g
+            }
+        };
+        let mut out: Vec<Option<Lookup>> = Vec::with_capacity(texts.len());
+        let mut locking = Vec::new();
+        for (i, (text, value)) in texts.iter().zip(values).enumerate() {
+            let found = match value {
+                Some(v) => Found::Hit(v, lease),
+                None if self.lock_ttl.is_some() => {
+                    // a miss takes the key's lock (or waits for its holder) first
+                    locking.push(i);
+                    out.push(None);
+                    continue;
+                }
+                None => Found::Miss(lease),
+            };
+            out.push(Some(self.answer(text, found)));
+        }
+        if !locking.is_empty() {
+            let locked = futures_util::future::join_all(
+                locking.iter().map(|&i| self.clone().get(texts[i].clone())),
+            )
+            .await;
+            for (i, r) in locking.into_iter().zip(locked) {
+                out[i] = Some(r?);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|l| l.expect("every key answered"))
+            .collect())
+    }
+
+    /// A lookup's answer: a value, or a miss with its lease (a tombstone, a corrupt value, or
+    /// any entry while hits are distrusted, is a miss).
+    fn answer(self: &Arc<Self>, text: &str, found: Found) -> Lookup {
         let found = match found {
             Found::Hit(_, gen) if self.distrust.load(Ordering::Relaxed) => Found::Miss(gen),
             found => found,
@@ -301,28 +386,28 @@ impl Inner {
         match found {
             Found::Miss(gen) => {
                 self.counters.misses.incr();
-                Ok(Lookup::Miss(Lease(gen)))
+                Lookup::Miss(Lease(gen))
             }
             Found::Hit(bytes, gen) => match envelope::open(bytes, self.max_payload) {
                 Ok(envelope::Stored::Tombstone(removed)) => {
                     // a generation seen in a reply: safe to remember (its time is unknown)
                     self.known_gen.fetch_max(removed, Ordering::Release);
                     self.counters.misses.incr();
-                    Ok(Lookup::Miss(Lease(gen.max(removed))))
+                    Lookup::Miss(Lease(gen.max(removed)))
                 }
                 Ok(envelope::Stored::Value(opened)) => {
                     self.counters.hits.incr();
                     if let Some(sliding) = opened.sliding_ms {
-                        self.refresh_sliding(&text, sliding, opened.deadline_ms);
+                        self.refresh_sliding(text, sliding, opened.deadline_ms);
                     }
-                    Ok(Lookup::Hit(Hit::Bytes(opened.payload)))
+                    Lookup::Hit(Hit::Bytes(opened.payload))
                 }
                 Err(e) => {
                     self.counters.corrupt.incr();
                     self.counters.misses.incr();
-                    tracing::warn!(key = &*text, error = %e,
+                    tracing::warn!(key = text, error = %e,
                         "value in Redis is not a valid cache envelope; treating it as a miss (the fill overwrites it)");
-                    Ok(Lookup::Miss(Lease(gen)))
+                    Lookup::Miss(Lease(gen))
                 }
             },
         }
@@ -401,6 +486,93 @@ impl Inner {
         options: EntryOptions,
         lease: Lease,
     ) -> Result<SetOutcome, CacheError> {
+        let inv = match self.prepare_set(&text, &payload, &options, lease) {
+            Ok(inv) => inv,
+            Err(size) => return self.oversize(&text, size).await,
+        };
+        drop(payload);
+        let sent = mono_ms();
+        let result = self
+            .run("set", |mut con| async move {
+                inv.invoke_async::<(i64, redis::Value)>(&mut con).await
+            })
+            .await;
+        self.set_outcome(&text, lease, sent, result)
+    }
+
+    /// Stores several entries in one round trip: the set scripts of all of them, pipelined
+    /// (each with its own lease, rejected or stored on its own).
+    async fn set_many(
+        self: Arc<Self>,
+        fills: Vec<EncodedFill>,
+    ) -> Result<Vec<SetOutcome>, CacheError> {
+        let mut out: Vec<Option<Result<SetOutcome, CacheError>>> =
+            (0..fills.len()).map(|_| None).collect();
+        let mut sent_fills = Vec::with_capacity(fills.len());
+        let mut invs = Vec::with_capacity(fills.len());
+        for (i, (text, payload, options, lease)) in fills.iter().enumerate() {
+            match self.prepare_set(text, payload, options, *lease) {
+                Ok(inv) => {
+                    invs.push(inv);
+                    sent_fills.push(i);
+                }
+                Err(size) => out[i] = Some(self.oversize(text, size).await),
+            }
+        }
+        if !invs.is_empty() {
+            let sent = mono_ms();
+            let result = self
+                .run("set_many", |mut con| async move {
+                    let mut pipe = redis::pipe();
+                    for inv in &invs {
+                        pipe.invoke_script(inv);
+                    }
+                    match pipe.query_async::<Vec<(i64, redis::Value)>>(&mut con).await {
+                        Err(e)
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                        {
+                            scripts::set().load_async(&mut con).await?;
+                            pipe.query_async(&mut con).await
+                        }
+                        r => r,
+                    }
+                })
+                .await;
+            match result {
+                Ok(replies) if replies.len() == sent_fills.len() => {
+                    for (i, reply) in sent_fills.into_iter().zip(replies) {
+                        let (text, _, _, lease) = &fills[i];
+                        out[i] = Some(self.set_outcome(text, *lease, sent, Ok(reply)));
+                    }
+                }
+                Ok(_) => {
+                    self.counters.errors.incr();
+                    return Err(CacheError::backend(
+                        "redis",
+                        "the set pipeline answered a different number of fills",
+                    ));
+                }
+                Err(e) => {
+                    self.counters.errors.incr();
+                    return Err(e.into());
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("every fill answered"))
+            .collect()
+    }
+
+    /// The set script's invocation for one entry, or the sealed size when it exceeds
+    /// `max_payload`.
+    fn prepare_set(
+        &self,
+        text: &str,
+        payload: &[u8],
+        options: &EntryOptions,
+        lease: Lease,
+    ) -> Result<redis::ScriptInvocation<'static>, usize> {
         let ttl_ms = options.ttl.map(|d| d.as_millis().max(1) as u64);
         let sliding_ms = options.sliding.map(|d| d.as_millis().max(1) as u64);
         let px = match (ttl_ms, sliding_ms) {
@@ -413,28 +585,9 @@ impl Inner {
             (Some(t), Some(_)) => Some(unix_ms() + t),
             _ => None,
         };
-        let sealed = envelope::seal(&payload, self.compress_over, sliding_ms, deadline);
-        drop(payload);
+        let sealed = envelope::seal(payload, self.compress_over, sliding_ms, deadline);
         if sealed.len() > self.max_payload {
-            self.counters.oversize.incr();
-            tracing::warn!(
-                key = &*text,
-                bytes = sealed.len(),
-                limit = self.max_payload,
-                "value exceeds max_payload; not stored (the key's old entry is invalidated)"
-            );
-            let _ = self
-                .clone()
-                .invalidate(InvalidationKind::Keys, vec![text.to_string()])
-                .await;
-            return Err(CacheError::backend(
-                "redis",
-                format!(
-                    "value of {} bytes exceeds max_payload ({})",
-                    sealed.len(),
-                    self.max_payload
-                ),
-            ));
+            return Err(sealed.len());
         }
         let horizon = ttl_ms.unwrap_or(u64::MAX);
         self.max_ttl_ms.fetch_max(horizon, Ordering::Relaxed);
@@ -444,30 +597,54 @@ impl Inner {
             lease.0.to_string()
         };
         let token = match self.lock_ttl {
-            Some(_) => self.instance.clone(),
-            _ => String::new(),
+            Some(_) => self.instance.as_str(),
+            _ => "",
         };
-        let deps: &[String] = if self.dependencies {
-            &options.dependencies
-        } else {
-            &[]
-        };
-        let sent = mono_ms();
-        let result = self
-            .run("set", |mut con| {
-                let mut inv = scripts::set().prepare_invoke();
-                inv.arg(&self.layout.prefix)
-                    .arg(&*text)
-                    .arg(lease_arg)
-                    .arg(sealed)
-                    .arg(px)
-                    .arg(token);
-                for d in deps {
-                    inv.arg(d);
-                }
-                async move { inv.invoke_async::<(i64, redis::Value)>(&mut con).await }
-            })
+        let mut inv = scripts::set().prepare_invoke();
+        inv.arg(&self.layout.prefix)
+            .arg(text)
+            .arg(lease_arg)
+            .arg(sealed)
+            .arg(px)
+            .arg(token);
+        if self.dependencies {
+            for d in &options.dependencies {
+                inv.arg(d);
+            }
+        }
+        Ok(inv)
+    }
+
+    /// A value too large for `max_payload`: not stored, and the key's old entry is invalidated.
+    async fn oversize(self: &Arc<Self>, text: &str, size: usize) -> Result<SetOutcome, CacheError> {
+        self.counters.oversize.incr();
+        tracing::warn!(
+            key = text,
+            bytes = size,
+            limit = self.max_payload,
+            "value exceeds max_payload; not stored (the key's old entry is invalidated)"
+        );
+        let _ = self
+            .clone()
+            .invalidate(InvalidationKind::Keys, vec![text.to_string()])
             .await;
+        Err(CacheError::backend(
+            "redis",
+            format!(
+                "value of {size} bytes exceeds max_payload ({})",
+                self.max_payload
+            ),
+        ))
+    }
+
+    /// What the set script's reply means (and the generation it brings).
+    fn set_outcome(
+        &self,
+        text: &str,
+        lease: Lease,
+        sent: u64,
+        result: Result<(i64, redis::Value), RedisCacheError>,
+    ) -> Result<SetOutcome, CacheError> {
         if let Ok((stored, g)) = &result {
             if let Some(g) = parse_gen(g) {
                 self.learn_gen(g, sent);
@@ -485,7 +662,7 @@ impl Inner {
             }
             Ok(_) => {
                 self.counters.rejected_sets.incr();
-                tracing::debug!(key = &*text, "fill rejected: an invalidation raced it");
+                tracing::debug!(key = text, "fill rejected: an invalidation raced it");
                 Ok(SetOutcome::Rejected)
             }
             Err(e) => {
@@ -891,6 +1068,21 @@ impl RedisBackend {
         }
     }
 
+    /// The encoded payloads of `fills`, with what the set script needs of each.
+    fn encode_fills(&self, fills: &[Fill<'_>]) -> Result<Vec<EncodedFill>, CacheError> {
+        fills
+            .iter()
+            .map(|f| {
+                Ok((
+                    f.key.text_arc().clone(),
+                    self.encode(&f.value)?,
+                    f.options.clone(),
+                    f.lease,
+                ))
+            })
+            .collect()
+    }
+
     fn encode(&self, value: &SharedValue) -> Result<Vec<u8>, CacheError> {
         value
             .encode()
@@ -956,6 +1148,31 @@ impl Backend for RedisBackend {
             .clone()
             .set(key.text_arc().clone(), payload, options.clone(), lease);
         self.block("set", fut)
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
+        let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
+        Box::pin(self.on_runtime(self.inner.clone().get_many(texts)))
+    }
+
+    fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
+        self.block("get_many", self.inner.clone().get_many(texts))
+    }
+
+    fn set_many<'a>(
+        &'a self,
+        fills: &'a [Fill<'a>],
+    ) -> BoxFuture<'a, Result<Vec<SetOutcome>, CacheError>> {
+        Box::pin(async move {
+            let fut = self.inner.clone().set_many(self.encode_fills(fills)?);
+            self.on_runtime(fut).await
+        })
+    }
+
+    fn set_many_blocking(&self, fills: &[Fill<'_>]) -> Result<Vec<SetOutcome>, CacheError> {
+        let fut = self.inner.clone().set_many(self.encode_fills(fills)?);
+        self.block("set_many", fut)
     }
 
     fn abandon(&self, key: &Key, _lease: Lease) {

@@ -126,7 +126,10 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         let found = match found {
             Ok(f) if f.len() == idx.len() => f,
             Ok(_) => {
-                let e = CacheError::backend(self.backend.name(), "get_many answered a different number of keys");
+                let e = CacheError::backend(
+                    self.backend.name(),
+                    "get_many answered a different number of keys",
+                );
                 return self.failed("get_many", &e, idx);
             }
             Err(e) => return self.failed("get_many", &e, idx),
