@@ -35,8 +35,8 @@ use std::time::Duration;
 use cache_core::backend::BoxFuture;
 use cache_core::value::{CacheValue, Hit, SharedValue};
 use cache_core::{
-    Backend, BackendStats, CacheError, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup,
-    MemoryBackend, SetOutcome,
+    Backend, BackendStats, CacheError, EntryOptions, Fill, Key, Lease, LocalKey, LocalLookup,
+    Lookup, MemoryBackend, SetOutcome,
 };
 
 use crate::local_store::{default_store, LocalStore};
@@ -296,6 +296,56 @@ impl<S: LocalStore> LayeredBackend<S> {
         }
     }
 
+    /// The L1 hits of a batch lookup, and for each L1 miss its index and fill plan.
+    fn l1_many(&self, keys: &[Key]) -> (Vec<Option<Lookup>>, Vec<(usize, FillPlan)>) {
+        let found: Vec<Option<Lookup>> = keys
+            .iter()
+            .map(|k| self.l1_probe(k).map(Lookup::Hit))
+            .collect();
+        let missing = (0..keys.len())
+            .filter(|&i| found[i].is_none())
+            .map(|i| (i, self.plan(&keys[i])))
+            .collect();
+        (found, missing)
+    }
+
+    /// The tracking pre-reads of the L1 misses, concurrent (one multiplexed connection).
+    fn pre_reads(
+        missing: &[(usize, FillPlan)],
+    ) -> impl std::future::Future<Output = Vec<Option<(i64, Vec<String>)>>> + Send + 'static {
+        futures_util::future::join_all(
+            missing
+                .iter()
+                .map(|(_, p)| Tracker::pre_read(p.con.clone(), p.redis_key.clone())),
+        )
+    }
+
+    /// A batch lookup's answers: the L1 hits, and the L2 answers of the L1 misses (hits are
+    /// kept in L1 as a single lookup's would be).
+    fn answer_many(
+        &self,
+        keys: &[Key],
+        mut found: Vec<Option<Lookup>>,
+        missing: Vec<(usize, FillPlan)>,
+        pres: Vec<Option<(i64, Vec<String>)>>,
+        l2: Vec<Lookup>,
+    ) -> Vec<Lookup> {
+        for (((i, plan), pre), lookup) in missing.into_iter().zip(pres).zip(l2) {
+            found[i] = Some(match lookup {
+                Lookup::Hit(hit) => Lookup::Hit(self.fill_after_read(&keys[i], &plan, pre, hit)),
+                miss => miss,
+            });
+        }
+        found
+            .into_iter()
+            .map(|l| l.expect("every key answered"))
+            .collect()
+    }
+
+    fn l2_keys(keys: &[Key], missing: &[(usize, FillPlan)]) -> Vec<Key> {
+        missing.iter().map(|(i, _)| keys[*i].clone()).collect()
+    }
+
     /// The L1 options of an entry: ttl capped by the L2 remaining ttl (`pttl` ms; -1: none)
     /// and by `max_l1_ttl`; no sliding (L1 reads do not refresh L2).
     fn l1_options(&self, base: &EntryOptions, pttl: Option<i64>) -> EntryOptions {
@@ -348,6 +398,14 @@ impl<S: LocalStore> LayeredBackend<S> {
     /// After a stored write: in pub/sub mode L1 keeps the value and the other nodes drop
     /// theirs; with tracking, Redis reports the node's own write back, so L1 only drops its
     /// copy and the next read fills it.
+    fn after_writes(&self, fills: &[Fill<'_>], outcomes: &[SetOutcome], l1_lease: Lease) {
+        for (f, o) in fills.iter().zip(outcomes) {
+            if *o == SetOutcome::Stored {
+                self.after_write(f.key, f.value.clone(), f.options, l1_lease);
+            }
+        }
+    }
+
     fn after_write(&self, key: &Key, value: SharedValue, options: &EntryOptions, lease: Lease) {
         if self.sync.is_none() {
             self.l1.invalidate_keys(&[key.text()]);
@@ -448,6 +506,49 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
             Lookup::Hit(hit) => Lookup::Hit(self.fill_after_read(key, &plan, pre, hit)),
             miss => miss,
         })
+    }
+
+    /// L1 hits, then one `MGET` for the L1 misses (with their tracking pre-reads, concurrent).
+    fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
+        Box::pin(async move {
+            let (found, missing) = self.l1_many(keys);
+            if missing.is_empty() {
+                return Ok(self.answer_many(keys, found, missing, Vec::new(), Vec::new()));
+            }
+            let pres = Self::pre_reads(&missing).await;
+            let l2 = self.l2.get_many(&Self::l2_keys(keys, &missing)).await?;
+            Ok(self.answer_many(keys, found, missing, pres, l2))
+        })
+    }
+
+    fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        let (found, missing) = self.l1_many(keys);
+        if missing.is_empty() {
+            return Ok(self.answer_many(keys, found, missing, Vec::new(), Vec::new()));
+        }
+        let pres = crate::client::exec::block(Self::pre_reads(&missing), self.l2.op_timeout())
+            .unwrap_or_else(|| missing.iter().map(|_| None).collect());
+        let l2 = self.l2.get_many_blocking(&Self::l2_keys(keys, &missing))?;
+        Ok(self.answer_many(keys, found, missing, pres, l2))
+    }
+
+    fn set_many<'a>(
+        &'a self,
+        fills: &'a [Fill<'a>],
+    ) -> BoxFuture<'a, Result<Vec<SetOutcome>, CacheError>> {
+        Box::pin(async move {
+            let l1_lease = self.l1.lease();
+            let outcomes = self.l2.set_many(fills).await?;
+            self.after_writes(fills, &outcomes, l1_lease);
+            Ok(outcomes)
+        })
+    }
+
+    fn set_many_blocking(&self, fills: &[Fill<'_>]) -> Result<Vec<SetOutcome>, CacheError> {
+        let l1_lease = self.l1.lease();
+        let outcomes = self.l2.set_many_blocking(fills)?;
+        self.after_writes(fills, &outcomes, l1_lease);
+        Ok(outcomes)
     }
 
     fn set<'a>(

@@ -271,3 +271,62 @@ async fn overlapping_batches_on_two_nodes_compute_each_item_once() {
         "each item computed once, across the two nodes"
     );
 }
+
+static TIERED: Calls = Calls::new();
+
+#[cached(batch(ids), depends_on = ["row:{ids}"])]
+fn tiered(ids: Vec<u64>) -> HashMap<u64, u64> {
+    TIERED.record(&ids);
+    ids.into_iter().map(|id| (id, id * 2)).collect()
+}
+
+#[test]
+fn layered_nodes_serve_batches_from_l1_and_share_invalidations() {
+    use cache_redis::{Coherence, LayeredBackend};
+    let Some(server) = common::server() else {
+        return;
+    };
+    let layered = || {
+        let b = LayeredBackend::builder(common::connect(&server))
+            .coherence(Coherence::Tracking(cache_redis::TrackingMode::Default))
+            .build()
+            .unwrap();
+        assert!(b.wait_coherent(Duration::from_secs(5)));
+        Arc::new(b)
+    };
+    let (a, b) = (layered(), layered());
+    registry::with_backend_blocking(a.clone(), || tiered((0..20).collect()));
+    assert_eq!(TIERED.take(), vec![(0..20).collect::<Vec<u64>>()]);
+    // node B: L1 misses, one MGET; then L1 hits
+    registry::with_backend_blocking(b.clone(), || {
+        assert_eq!(tiered((0..20).collect()).len(), 20);
+        assert!(TIERED.take().is_empty(), "node B reads node A's entries");
+        let mut monitor = common::Monitor::start(&server);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(monitor.take());
+        assert_eq!(tiered((0..20).collect()).len(), 20);
+        let sent = rt.block_on(monitor.take());
+        assert!(sent.is_empty(), "all 20 items from node B's L1: {sent:#?}");
+    });
+    // an item dependency invalidated on node A drops that item on node B
+    registry::with_backend_blocking(a.clone(), || {
+        cache_core::invalidate_dependency_blocking("row:3").unwrap();
+    });
+    let mut asked = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while asked.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B never dropped item 3"
+        );
+        registry::with_backend_blocking(b.clone(), || tiered((0..20).collect()));
+        asked = TIERED.take();
+        if asked.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(asked, vec![vec![3]]);
+}

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use cache_core::backend::BoxFuture;
 use cache_core::value::SharedValue;
 use cache_core::{
-    Backend, BackendStats, CacheError, EntryOptions, Key, Lease, LocalKey, LocalLookup, Lookup,
-    MemoryBackend, SetOutcome,
+    Backend, BackendStats, CacheError, EntryOptions, Fill, Key, Lease, LocalKey, LocalLookup,
+    Lookup, MemoryBackend, SetOutcome,
 };
 use tokio::sync::mpsc;
 
@@ -606,6 +606,31 @@ impl<B: Backend> Backend for SyncedBackend<B> {
 
     fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError> {
         self.local.get_blocking(key)
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
+        self.local.get_many(keys)
+    }
+
+    fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        self.local.get_many_blocking(keys)
+    }
+
+    fn set_many<'a>(
+        &'a self,
+        fills: &'a [Fill<'a>],
+    ) -> BoxFuture<'a, Result<Vec<SetOutcome>, CacheError>> {
+        if !self.sync.is_subscribed() {
+            return Box::pin(async { Ok(fills.iter().map(|_| self.deaf()).collect()) });
+        }
+        self.local.set_many(fills)
+    }
+
+    fn set_many_blocking(&self, fills: &[Fill<'_>]) -> Result<Vec<SetOutcome>, CacheError> {
+        if !self.sync.is_subscribed() {
+            return Ok(fills.iter().map(|_| self.deaf()).collect());
+        }
+        self.local.set_many_blocking(fills)
     }
 
     fn set<'a>(
