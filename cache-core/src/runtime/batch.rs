@@ -62,9 +62,12 @@ pub struct BatchFill<K, V> {
     /// The registry is disabled: the body gets every item and nothing is cached.
     passthrough: bool,
     backend: Arc<dyn Backend>,
+    /// The fn's settings, until the options of the items to compute are made from them.
+    resolved: Option<registry::Resolved>,
     items: Vec<K>,
     keys: Vec<Key>,
-    options: Vec<EntryOptions>,
+    /// Entry options of the items to compute ([`Self::plan_options`]).
+    options: Vec<Option<EntryOptions>>,
     states: Vec<State>,
     /// `Some(Some(v))`: a value; `Some(None)`: absent; `None`: not known yet.
     values: Vec<Option<Option<V>>>,
@@ -81,18 +84,22 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         let resolved = registry::resolve(cache.meta.profile);
         cache.check_profile(&resolved);
         let backend = resolved.backend.clone();
-        let mut seen: HashMap<Box<[u8]>, ()> = HashMap::with_capacity(items.len());
+        // duplicates: by hash, then by bytes (a collision of hashes compares bytes)
+        let mut seen: HashMap<u64, usize> = HashMap::with_capacity(items.len());
         let mut unique = Vec::with_capacity(items.len());
-        let mut keys = Vec::with_capacity(items.len());
-        let mut options = Vec::with_capacity(items.len());
+        let mut keys: Vec<Key> = Vec::with_capacity(items.len());
         for item in items {
             let key = (spec.key)(&item);
-            if seen.insert(key.local().bytes.into(), ()).is_some() {
+            let local = key.local();
+            let dup = match seen.get(&local.hash) {
+                None => false,
+                Some(&i) if keys[i].local().bytes == local.bytes => true,
+                Some(_) => keys.iter().any(|k| k.local().bytes == local.bytes),
+            };
+            if dup {
                 continue;
             }
-            let mut declared = Vec::new();
-            (spec.deps)(&item, &mut declared);
-            options.push(cache.options(&resolved, declared, &spec.info));
+            seen.entry(local.hash).or_insert(keys.len());
             keys.push(key);
             unique.push(item);
         }
@@ -101,9 +108,10 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
             cache,
             passthrough: false,
             backend,
+            resolved: Some(resolved),
             items: unique,
             keys,
-            options,
+            options: (0..n).map(|_| None).collect(),
             states: (0..n).map(|_| State::Unknown).collect(),
             values: (0..n).map(|_| None).collect(),
             ended: 0,
@@ -111,14 +119,37 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         }
     }
 
-    /// The items to look up, and their keys (all of them in the first round).
-    fn to_look_up(&mut self) -> (Vec<usize>, Vec<Key>) {
+    /// The entry options of the items still to compute (their `depends_on` templates
+    /// formatted): a hit needs none.
+    fn plan_options(&mut self, spec: &Items<'_, K>) {
+        let Some(resolved) = self.resolved.take() else {
+            return;
+        };
+        for i in 0..self.states.len() {
+            if matches!(self.states[i], State::Done) {
+                continue;
+            }
+            let mut declared = Vec::new();
+            (spec.deps)(&self.items[i], &mut declared);
+            self.options[i] = Some(self.cache.options(&resolved, declared, &spec.info));
+        }
+    }
+
+    /// The items to look up (all of them in the first round).
+    fn to_look_up(&mut self) -> Vec<usize> {
         self.ended = self.cache.flights_ended();
-        let idx: Vec<usize> = (0..self.states.len())
+        (0..self.states.len())
             .filter(|&i| matches!(self.states[i], State::Unknown))
-            .collect();
-        let keys = idx.iter().map(|&i| self.keys[i].clone()).collect();
-        (idx, keys)
+            .collect()
+    }
+
+    /// The keys of `idx` (no copy when that is every key).
+    fn keys_of(&self, idx: &[usize]) -> std::borrow::Cow<'_, [Key]> {
+        if idx.len() == self.keys.len() {
+            std::borrow::Cow::Borrowed(&self.keys)
+        } else {
+            std::borrow::Cow::Owned(idx.iter().map(|&i| self.keys[i].clone()).collect())
+        }
     }
 
     /// Takes the answers of a lookup of `idx`: hits are done, misses are leased.
@@ -169,7 +200,7 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
     /// Joins the flights of this round's misses (single flight per item). Returns the items
     /// now led if a flight ended since the lookup (their values may be stored already: the
     /// caller looks them up again, see [`Self::recheck`]).
-    fn join(&mut self) -> Option<(Vec<usize>, Vec<Key>)> {
+    fn join(&mut self) -> Option<Vec<usize>> {
         if !self.cache.meta.lock {
             return None;
         }
@@ -193,12 +224,11 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         if self.cache.flights_ended() == self.ended {
             return None;
         }
-        let led: Vec<usize> = idx
-            .into_iter()
-            .filter(|&i| matches!(self.states[i], State::Lead(..)))
-            .collect();
-        let keys = led.iter().map(|&i| self.keys[i].clone()).collect();
-        Some((led, keys))
+        Some(
+            idx.into_iter()
+                .filter(|&i| matches!(self.states[i], State::Lead(..)))
+                .collect(),
+        )
     }
 
     /// A second look at items led after a flight ended: a hit there is shared with the item's
@@ -311,7 +341,11 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
                 self.abandon(i);
                 continue;
             }
-            self.options[i].dependencies.extend_from_slice(collected);
+            let Some(o) = &mut self.options[i] else {
+                self.abandon(i); // not planned: never stored (a bug, not a stale value)
+                continue;
+            };
+            o.dependencies.extend_from_slice(collected);
             out.push((i, value::share(v)));
         }
         out
@@ -357,7 +391,7 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
             };
             let mut target = Target {
                 backend: self.backend.clone(),
-                options: std::mem::take(&mut self.options[i]),
+                options: self.options[i].take().unwrap_or_default(),
                 lease,
                 leader,
             };
@@ -427,11 +461,11 @@ impl FnCache {
             if !b.has_unknown() {
                 break;
             }
-            let (idx, keys) = b.to_look_up();
-            let found = b.backend.get_many(&keys).await;
+            let idx = b.to_look_up();
+            let found = b.backend.get_many(&b.keys_of(&idx)).await;
             b.absorb(&idx, found);
-            if let Some((led, keys)) = b.join() {
-                let found = b.backend.get_many(&keys).await;
+            if let Some(led) = b.join() {
+                let found = b.backend.get_many(&b.keys_of(&led)).await;
                 b.recheck(&led, found);
             }
             for (i, flight) in b.followed() {
@@ -439,6 +473,7 @@ impl FnCache {
                 b.follow_outcome(i, outcome, round + 1 == ROUNDS);
             }
         }
+        b.plan_options(spec);
         b
     }
 
@@ -469,11 +504,11 @@ impl FnCache {
             if !b.has_unknown() {
                 break;
             }
-            let (idx, keys) = b.to_look_up();
-            let found = b.backend.get_many_blocking(&keys);
+            let idx = b.to_look_up();
+            let found = b.backend.get_many_blocking(&b.keys_of(&idx));
             b.absorb(&idx, found);
-            if let Some((led, keys)) = b.join() {
-                let found = b.backend.get_many_blocking(&keys);
+            if let Some(led) = b.join() {
+                let found = b.backend.get_many_blocking(&b.keys_of(&led));
                 b.recheck(&led, found);
             }
             for (i, flight) in b.followed() {
@@ -481,6 +516,7 @@ impl FnCache {
                 b.follow_outcome(i, outcome, round + 1 == ROUNDS);
             }
         }
+        b.plan_options(spec);
         b
     }
 }
@@ -492,6 +528,7 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
             cache,
             passthrough: true,
             backend: registry::current_backend(cache.meta.profile),
+            resolved: None,
             items,
             keys: Vec::new(),
             options: Vec::new(),
@@ -569,7 +606,7 @@ fn fill_list<'b, K, V>(b: &'b BatchFill<K, V>, fills: &[(usize, SharedValue)]) -
             State::Lead(lease, _) => Some(Fill {
                 key: &b.keys[*i],
                 value: v.clone(),
-                options: &b.options[*i],
+                options: b.options[*i].as_ref()?,
                 lease,
             }),
             _ => None,
