@@ -2,7 +2,9 @@
 //! the body of the annotated fn.
 //!
 //! `get_user(id)` becomes `get_user_entry(id)` (the target's typed key, built before the body
-//! runs, from the arguments as they were passed), `team_page(..)` becomes `team_page_cache()`.
+//! runs, from the arguments as they were passed), `team_page(..)` becomes `team_page_cache()`,
+//! and a call with an array argument, `get_users([id])`, names items of a batch fn:
+//! `get_users_entries([id])`.
 //! The user's tokens are kept with their spans, so a wrong name, arity or type is a compile error
 //! at the offending token.
 

@@ -49,6 +49,7 @@ mod template;
 /// | `lock = false` | no single flight: concurrent misses all run the body |
 /// | `version = 2` | bumps the key namespace (old entries are no longer read) |
 /// | `companions = false` | generate no companion items (required in trait impls) |
+/// | `batch(ids)` | one entry per item of the collection parameter `ids` (`Vec<K>`, `&[K]`, `HashSet<K>`, `BTreeSet<K>`, `VecDeque<K>`); the fn returns a map `HashMap<K, V>` / `BTreeMap<K, V>` (optionally in a `Result`) and its body is called once with only the items that missed; `{ids}` in templates is the item; an item the body does not return is cached as absent unless `cache_none = false` |
 ///
 /// Works on sync and async fns, free fns and methods (inherent and, with `companions = false`,
 /// trait impls), generic fns (the type arguments are part of the key), with lifetimes, where
@@ -80,6 +81,26 @@ mod template;
 /// Key companions take the key parameters (the ones not skipped), plus `&self` with
 /// `include_self`. A method's companions are reached as `Self::find_entry(..)` or
 /// `Repo::find_entry(..)`.
+///
+/// A **batch fn** (`batch(ids)`, items of type `K`, map values `V`) has per-item companions:
+/// `get_users_entry(id: K) -> EntryRef<Option<V>>` (`None`: cached as absent),
+/// `get_users_entries(ids: impl IntoIterator<Item = K>) -> EntryRefs<Option<V>>` (what
+/// `#[invalidates(get_users([id]))]` uses) and `get_users_invalidate(ids: &[K])`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use cache_core::cached;
+///
+/// #[cached(batch(ids), depends_on = ["user:{ids}"])]
+/// fn names(ids: Vec<u64>) -> HashMap<u64, String> {
+///     ids.into_iter().map(|id| (id, format!("user {id}"))).collect()
+/// }
+///
+/// assert_eq!(names(vec![1, 2]).len(), 2); // the body gets [1, 2]
+/// assert_eq!(names(vec![1, 2, 3]).len(), 3); // the body gets [3]
+/// names_invalidate(&[1]).unwrap();
+/// assert_eq!(names_entry(2).get_blocking(), Some(Some("user 2".to_string())));
+/// ```
 ///
 /// In a **trait impl** no item can be added next to the method: write `companions = false`; the
 /// cache then lives inside the method. Such a method is invalidated through its dependencies
@@ -122,8 +143,9 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// Targets: `get_user(id)` (one entry; the arguments are evaluated before the body runs, so clone
 /// a non-`Copy` argument the body also uses), `team_page(..)` (every entry of `team_page`),
-/// `Self::find(x)`, `crate::users::get_user(id)` (any path), `dependencies = ["team:{team}"]`
-/// (templates over the parameters). `before = true` invalidates before the body instead.
+/// `Self::find(x)`, `crate::users::get_user(id)` (any path), `get_users([id, other])` (items of a
+/// batch fn: an array argument), `dependencies = ["team:{team}"]` (templates over the
+/// parameters). `before = true` invalidates before the body instead.
 ///
 /// Each target expands to a call of the target's companion (`get_user_entry(id)`,
 /// `team_page_cache()`), so a wrong name, arity or argument type is a compile error at the
