@@ -24,7 +24,7 @@ pub(crate) enum Pass {
     /// `&[K]`: a slice of the vector.
     Slice,
     /// `&C`: a reference to a collection built with `FromIterator`.
-    Ref(Type),
+    Ref(Box<Type>),
 }
 
 /// A checked batch fn.
@@ -125,7 +125,7 @@ fn item_type(ty: &Type) -> Option<(Type, Pass)> {
     match ty {
         Type::Reference(r) => match &*r.elem {
             Type::Slice(s) => Some(((*s.elem).clone(), Pass::Slice)),
-            inner => collection_item(inner).map(|t| (t, Pass::Ref(inner.clone()))),
+            inner => collection_item(inner).map(|t| (t, Pass::Ref(Box::new(inner.clone())))),
         },
         Type::Paren(p) => item_type(&p.elem),
         other => collection_item(other).map(|t| (t, Pass::Owned)),
@@ -174,8 +174,8 @@ impl BatchPlan {
         }
     }
 
-    /// The fn's return value from the runtime's `Result<Vec<(K, V)>, E>`.
-    pub(crate) fn from_pairs(&self, r: TokenStream) -> TokenStream {
+    /// The fn's return value made from the runtime's `Result<Vec<(K, V)>, E>`.
+    pub(crate) fn returned(&self, r: TokenStream) -> TokenStream {
         let collect = quote!(::core::iter::FromIterator::from_iter);
         if self.result {
             quote!(::core::result::Result::map(#r, #collect))

@@ -454,7 +454,7 @@ impl Plan<'_> {
         };
         let value_span = crate::first_span(value);
         let begin_call = quote_spanned!(value_span=> #cache.#begin::<#item, #value>);
-        let ret = b.from_pairs(quote!(__cache_core_r));
+        let ret = b.returned(quote!(__cache_core_r));
         quote! {
             let __cache_core_info = #info;
             let __cache_core_items: ::std::vec::Vec<#item> =

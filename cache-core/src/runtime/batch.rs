@@ -135,8 +135,8 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         }
     }
 
-    /// The items to look up (all of them in the first round).
-    fn to_look_up(&mut self) -> Vec<usize> {
+    /// A lookup round starts: the items to look up (all of them in the first round).
+    fn round_start(&mut self) -> Vec<usize> {
         self.ended = self.cache.flights_ended();
         (0..self.states.len())
             .filter(|&i| matches!(self.states[i], State::Unknown))
@@ -240,10 +240,8 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
             let Ok(v) = hit.into_typed::<Option<V>>() else {
                 continue;
             };
-            if let State::Lead(_, leader) = std::mem::replace(&mut self.states[i], State::Done) {
-                if let Some(l) = leader {
-                    l.complete(value::share(v.clone()));
-                }
+            if let State::Lead(_, Some(l)) = std::mem::replace(&mut self.states[i], State::Done) {
+                l.complete(value::share(v.clone()));
             }
             // counted as a miss already; the value came from another caller's fill
             self.cache.counters.coalesced.incr();
@@ -286,7 +284,7 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
 
     /// The items the body computes, in the caller's order (every item not yet known is
     /// computed: what is still unknown after the last round is computed without the cache).
-    fn to_compute(&mut self) -> Vec<K> {
+    fn take_todo(&mut self) -> Vec<K> {
         let mut out = Vec::new();
         for i in 0..self.states.len() {
             if matches!(self.states[i], State::Unknown | State::Follow(_)) {
@@ -461,7 +459,7 @@ impl FnCache {
             if !b.has_unknown() {
                 break;
             }
-            let idx = b.to_look_up();
+            let idx = b.round_start();
             let found = b.backend.get_many(&b.keys_of(&idx)).await;
             b.absorb(&idx, found);
             if let Some(led) = b.join() {
@@ -504,7 +502,7 @@ impl FnCache {
             if !b.has_unknown() {
                 break;
             }
-            let idx = b.to_look_up();
+            let idx = b.round_start();
             let found = b.backend.get_many_blocking(&b.keys_of(&idx));
             b.absorb(&idx, found);
             if let Some(led) = b.join() {
@@ -552,7 +550,7 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         if self.passthrough {
             return body(std::mem::take(&mut self.items)).await;
         }
-        let todo = self.to_compute();
+        let todo = self.take_todo();
         if !todo.is_empty() {
             let start = Instant::now();
             let (r, collected) = context::collect(body(todo)).await;
@@ -575,7 +573,7 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
         if self.passthrough {
             return body(std::mem::take(&mut self.items));
         }
-        let todo = self.to_compute();
+        let todo = self.take_todo();
         if !todo.is_empty() {
             let start = Instant::now();
             let (r, collected) = context::collect_blocking(|| body(todo));
