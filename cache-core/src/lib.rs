@@ -22,6 +22,7 @@ pub mod backend;
 pub mod context;
 pub mod error;
 mod flight;
+mod functions;
 pub mod hash;
 mod jitter;
 pub mod key;

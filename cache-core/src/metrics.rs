@@ -27,8 +27,8 @@
 //! cache_core::metrics::export();
 //! ```
 
+use crate::functions::all_stats;
 use crate::registry;
-use crate::runtime::all_stats;
 
 /// Copies the counters of every cached function and every configured backend to the `metrics`
 /// facade (absolute values, so calling it often is harmless).

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{
@@ -18,7 +18,7 @@ use crate::backend::{
 };
 use crate::context;
 use crate::error::CacheError;
-use crate::flight::{Flights, Join, Leader, Outcome};
+use crate::flight::{Flights, Leader};
 use crate::hash::local_hash;
 use crate::key::{self, KeyBuf, KeyPart};
 use crate::memory::Typed;
@@ -27,6 +27,7 @@ use crate::stats::{FnCounters, FnStats};
 use crate::value::{self, Cacheable, Hit, SharedValue};
 
 mod batch;
+mod call;
 pub use batch::{BatchFill, Items};
 
 /// What the macro knows about a cached function at compile time.
@@ -108,25 +109,14 @@ pub struct FnCache {
     flights: OnceLock<Flights>,
 }
 
-static FUNCTIONS: Mutex<Vec<&'static FnCache>> = Mutex::new(Vec::new());
+pub use crate::functions::{all_stats, reset_all_stats};
 
-/// Counters of every cached function called so far.
-///
-/// ```
-/// for s in cache_core::runtime::all_stats() {
-///     println!("{}: {} hits, {} misses", s.function, s.hits, s.misses);
-/// }
-/// ```
-pub fn all_stats() -> Vec<FnStats> {
-    let fns: Vec<&'static FnCache> = FUNCTIONS.lock().map(|v| v.clone()).unwrap_or_default();
-    fns.iter().map(|f| f.stats()).collect()
-}
-
-/// Resets the counters of every cached function.
-pub fn reset_all_stats() {
-    let fns: Vec<&'static FnCache> = FUNCTIONS.lock().map(|v| v.clone()).unwrap_or_default();
-    for f in fns {
-        f.counters.reset();
+impl crate::functions::Counted for FnCache {
+    fn snapshot(&self) -> FnStats {
+        self.counters.snapshot(self.meta.module, self.meta.name)
+    }
+    fn reset(&self) {
+        self.counters.reset();
     }
 }
 
@@ -161,9 +151,7 @@ impl FnCache {
     fn register(&'static self) {
         if !self.registered.load(Ordering::Relaxed) && !self.registered.swap(true, Ordering::AcqRel)
         {
-            if let Ok(mut v) = FUNCTIONS.lock() {
-                v.push(self);
-            }
+            crate::functions::register(self);
         }
     }
 
@@ -337,7 +325,7 @@ impl FnCache {
         deps: &mut (dyn FnMut(&mut Vec<String>) + Send),
         mode: Mode,
         flights_ended: u64,
-        mut known_miss: Option<Lease>,
+        known_miss: Option<Lease>,
     ) -> Begin<V>
     where
         A: KeyPart + ?Sized + Sync,
@@ -346,64 +334,34 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
+        self.call(args, info, deps, &buf, hash, flights_ended, known_miss)
+            .drive_async(mode)
+            .await
+    }
+
+    /// The call engine for the rest of a call ([`call::Call`]): the key's text, the backend,
+    /// the entry options.
+    #[allow(clippy::too_many_arguments)]
+    fn call<A: KeyPart + ?Sized>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut (dyn FnMut(&mut Vec<String>) + '_),
+        buf: &KeyBuf,
+        hash: u64,
+        flights_ended: u64,
+        known_miss: Option<Lease>,
+    ) -> call::Call {
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
         let backend: Arc<dyn Backend> = resolved.backend.clone();
-        let key = Key::from_buf(self.text_key(args, &info), &buf, hash);
+        let key = Key::from_buf(self.text_key(args, &info), buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
         let options = self.options(&resolved, declared, &info);
         drop(resolved);
-        if mode == Mode::Refresh {
-            if let Err(e) = backend.remove(&key).await {
-                self.counters.errors.incr();
-                backend_error(&self.meta, "remove", &e);
-            }
-        }
-        loop {
-            let looked_up = match known_miss.take() {
-                Some(lease) => self.known_miss(&key, lease),
-                None => self.lookup_async::<V>(&*backend, &key).await,
-            };
-            let lease = match looked_up {
-                Ok(Ok(v)) => {
-                    self.on_hit_known(&key);
-                    return Begin::Hit(v);
-                }
-                Ok(Err(lease)) => lease,
-                Err(()) => return Begin::Fill(Filler::passthrough(self, Some(key))),
-            };
-            if !self.meta.lock {
-                return Begin::Fill(Filler::new(self, key, backend, options, lease, None));
-            }
-            match self.flights().join(key.local().bytes) {
-                Join::Lead(leader) => {
-                    if let Some(v) = self.recheck::<V>(&*backend, &key, flights_ended) {
-                        leader.complete(value::share(v.clone()));
-                        return Begin::Hit(v);
-                    }
-                    return Begin::Fill(Filler::new(
-                        self,
-                        key,
-                        backend,
-                        options,
-                        lease,
-                        Some(leader),
-                    ));
-                }
-                Join::Follow(flight) => match flight.wait().await {
-                    Outcome::Value(v) => {
-                        if let Some(v) = value::downcast::<V>(&*v) {
-                            self.counters.coalesced.incr();
-                            self.on_hit_known(&key);
-                            return Begin::Hit(v);
-                        }
-                    }
-                    Outcome::Retry => continue,
-                },
-            }
-        }
+        call::Call::new(self, backend, key, options, flights_ended, known_miss)
     }
 
     /// Starts a call of a sync cached function.
@@ -500,70 +458,14 @@ impl FnCache {
         buf: &KeyBuf,
         hash: u64,
         flights_ended: u64,
-        mut known_miss: Option<Lease>,
+        known_miss: Option<Lease>,
     ) -> Begin<V>
     where
         A: KeyPart + ?Sized,
         V: Cacheable,
     {
-        self.register();
-        let resolved = registry::resolve(self.meta.profile);
-        self.check_profile(&resolved);
-        let backend: Arc<dyn Backend> = resolved.backend.clone();
-        let key = Key::from_buf(self.text_key(args, &info), buf, hash);
-        let mut declared = Vec::new();
-        deps(&mut declared);
-        let options = self.options(&resolved, declared, &info);
-        drop(resolved);
-        if mode == Mode::Refresh {
-            if let Err(e) = backend.remove_blocking(&key) {
-                self.counters.errors.incr();
-                backend_error(&self.meta, "remove", &e);
-            }
-        }
-        loop {
-            let looked_up = match known_miss.take() {
-                Some(lease) => self.known_miss(&key, lease),
-                None => self.lookup_blocking::<V>(&*backend, &key),
-            };
-            let lease = match looked_up {
-                Ok(Ok(v)) => {
-                    self.on_hit_known(&key);
-                    return Begin::Hit(v);
-                }
-                Ok(Err(lease)) => lease,
-                Err(()) => return Begin::Fill(Filler::passthrough(self, Some(key))),
-            };
-            if !self.meta.lock {
-                return Begin::Fill(Filler::new(self, key, backend, options, lease, None));
-            }
-            match self.flights().join(key.local().bytes) {
-                Join::Lead(leader) => {
-                    if let Some(v) = self.recheck::<V>(&*backend, &key, flights_ended) {
-                        leader.complete(value::share(v.clone()));
-                        return Begin::Hit(v);
-                    }
-                    return Begin::Fill(Filler::new(
-                        self,
-                        key,
-                        backend,
-                        options,
-                        lease,
-                        Some(leader),
-                    ));
-                }
-                Join::Follow(flight) => match flight.wait_blocking() {
-                    Outcome::Value(v) => {
-                        if let Some(v) = value::downcast::<V>(&*v) {
-                            self.counters.coalesced.incr();
-                            self.on_hit_known(&key);
-                            return Begin::Hit(v);
-                        }
-                    }
-                    Outcome::Retry => continue,
-                },
-            }
-        }
+        self.call(args, info, deps, buf, hash, flights_ended, known_miss)
+            .drive_blocking(mode)
     }
 
     /// After becoming leader: a leader that finished between our lookup and our join may have
@@ -609,13 +511,6 @@ impl FnCache {
         found
     }
 
-    /// The in-process lookup already missed: count it once and fill with its lease.
-    fn known_miss<V>(&self, key: &Key, lease: Lease) -> Result<Result<V, Lease>, ()> {
-        self.counters.misses.incr();
-        tracing::debug!(function = self.meta.name, key = key.text(), "cache miss");
-        Ok(Err(lease))
-    }
-
     fn on_hit_known(&self, key: &Key) {
         self.counters.hits.incr();
         tracing::trace!(function = self.meta.name, key = key.text(), "cache hit");
@@ -637,71 +532,6 @@ impl FnCache {
 
     fn flights(&self) -> &Flights {
         self.flights.get_or_init(Flights::default)
-    }
-
-    /// A lookup after the local fast path: `Ok(Ok(value))` on a hit, `Ok(Err(lease))` on a
-    /// miss, `Err(())` when the backend failed (run without the cache).
-    fn lookup_blocking<V: Cacheable>(
-        &self,
-        backend: &dyn Backend,
-        key: &Key,
-    ) -> Result<Result<V, Lease>, ()> {
-        for attempt in 0..2 {
-            match backend.get_blocking(key) {
-                Ok(Lookup::Hit(hit)) => match self.decode::<V>(backend, hit, key) {
-                    Some(v) => return Ok(Ok(v)),
-                    None if attempt == 0 => {
-                        // undecodable: drop it, then take a lease on the fresh miss
-                        if backend.remove_blocking(key).is_err() {
-                            return Err(());
-                        }
-                    }
-                    None => return Err(()),
-                },
-                Ok(Lookup::Miss(lease)) => {
-                    self.counters.misses.incr();
-                    tracing::debug!(function = self.meta.name, key = key.text(), "cache miss");
-                    return Ok(Err(lease));
-                }
-                Err(e) => {
-                    self.counters.errors.incr();
-                    backend_error(&self.meta, "get", &e);
-                    return Err(());
-                }
-            }
-        }
-        Err(())
-    }
-
-    async fn lookup_async<V: Cacheable>(
-        &self,
-        backend: &dyn Backend,
-        key: &Key,
-    ) -> Result<Result<V, Lease>, ()> {
-        for attempt in 0..2 {
-            match backend.get(key).await {
-                Ok(Lookup::Hit(hit)) => match self.decode::<V>(backend, hit, key) {
-                    Some(v) => return Ok(Ok(v)),
-                    None if attempt == 0 => {
-                        if backend.remove(key).await.is_err() {
-                            return Err(());
-                        }
-                    }
-                    None => return Err(()),
-                },
-                Ok(Lookup::Miss(lease)) => {
-                    self.counters.misses.incr();
-                    tracing::debug!(function = self.meta.name, key = key.text(), "cache miss");
-                    return Ok(Err(lease));
-                }
-                Err(e) => {
-                    self.counters.errors.incr();
-                    backend_error(&self.meta, "get", &e);
-                    return Err(());
-                }
-            }
-        }
-        Err(())
     }
 
     /// The typed value of a hit. A stored value that held bytes is offered back, decoded, to
