@@ -123,6 +123,19 @@ pub enum Lookup {
     Hit(Hit),
     /// No entry; fill it with this lease.
     Miss(Lease),
+    /// No fresh entry, but the last value is inside its stale window
+    /// ([`EntryOptions::stale`]): a miss (fill it with `lease`) whose old value may still be
+    /// served while a new one is computed, or instead of an error. `age` is how long ago its
+    /// fresh time ended. Only entries stored with a stale window answer this; an invalidated
+    /// entry never does.
+    Stale {
+        /// The old value.
+        hit: Hit,
+        /// The lease of the miss.
+        lease: Lease,
+        /// Time since the entry stopped being fresh.
+        age: Duration,
+    },
 }
 
 /// The answer of [`Backend::lookup_local`].
@@ -153,6 +166,10 @@ pub struct EntryOptions {
     pub sliding: Option<Duration>,
     /// Dependencies: invalidating any of them removes the entry.
     pub dependencies: Vec<String>,
+    /// How long the value is kept after its expiration (`ttl`), readable as
+    /// [`Lookup::Stale`] only: for stale-while-revalidate, stale-if-error and refresh-ahead.
+    /// `None`: the entry is gone at its expiration.
+    pub stale: Option<Duration>,
 }
 
 impl EntryOptions {
@@ -173,6 +190,11 @@ impl EntryOptions {
     /// Adds a dependency.
     pub fn depends_on(mut self, dependency: impl Into<String>) -> Self {
         self.dependencies.push(dependency.into());
+        self
+    }
+    /// Keeps the value readable as stale for this long after its expiration.
+    pub fn stale(mut self, window: Duration) -> Self {
+        self.stale = Some(window);
         self
     }
 }

@@ -139,6 +139,11 @@ impl Flights {
         keys.map(|key| self.join_locked(&mut map, key)).collect()
     }
 
+    /// Whether someone is computing `key` now.
+    pub(crate) fn is_running(&self, key: &[u8]) -> bool {
+        self.map.lock().contains_key(key)
+    }
+
     /// Flights ended so far (see the field).
     #[inline]
     pub(crate) fn ended(&self) -> u64 {

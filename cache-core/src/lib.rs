@@ -58,7 +58,7 @@ pub mod __private {
     pub use crate::key::{KeyBuf, KeyPart};
     pub use crate::runtime::{
         BatchFill, Begin, CallInfo, EntryRef, EntryRefs, Filler, FnCache, FnMeta, FnRef, Items,
-        Mode, RawKey,
+        Mode, RawKey, Resilience,
     };
     pub use crate::value::Cacheable;
     pub use ::core::any::type_name;
@@ -110,6 +110,19 @@ pub mod __private {
             (self.0)(&mut ArgWriter::Readable(out, true));
             out.push(')');
         }
+    }
+
+    /// A background refresh of an async fn's entry, boxed for [`crate::runtime::AsyncRefresher`].
+    pub fn refresh_task(
+        f: impl ::core::future::Future<Output = ()> + Send + 'static,
+    ) -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = ()> + Send>> {
+        Box::pin(f)
+    }
+
+    /// A background refresh of a sync fn's entry, boxed for
+    /// [`crate::runtime::BlockingRefresher`].
+    pub fn refresh_job(f: impl FnOnce() + Send + 'static) -> Box<dyn FnOnce() + Send> {
+        Box::new(f)
     }
 
     /// Type-checks a key parameter (the error points at the parameter).

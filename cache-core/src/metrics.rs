@@ -41,6 +41,11 @@ pub fn export() {
         ::metrics::counter!("cache_stale_rejected_total", &labels).absolute(s.stale_rejected);
         ::metrics::counter!("cache_coalesced_total", &labels).absolute(s.coalesced);
         ::metrics::counter!("cache_errors_total", &labels).absolute(s.errors);
+        ::metrics::counter!("cache_stale_hits_total", &labels).absolute(s.stale_hits);
+        ::metrics::counter!("cache_refreshes_total", &labels).absolute(s.refreshes);
+        ::metrics::counter!("cache_stale_if_error_served_total", &labels)
+            .absolute(s.stale_if_error_served);
+        ::metrics::counter!("cache_timeouts_total", &labels).absolute(s.timeouts);
         ::metrics::gauge!("cache_time_saved_seconds", &labels).set(s.time_saved.as_secs_f64());
     }
     for b in registry::all_backends() {

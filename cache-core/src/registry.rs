@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use crate::backend::Backend;
 use crate::error::CacheError;
 use crate::memory::{Front, MemoryBackend};
+use crate::runtime::Resilience;
 
 /// Settings shared by the functions that name a profile.
 ///
@@ -43,6 +44,8 @@ pub struct Profile {
     pub sliding: Option<Duration>,
     /// Each entry's ttl is extended by a random 0..`jitter`.
     pub jitter: Option<Duration>,
+    /// Stale-while-revalidate, stale-if-error, timeout, refresh-ahead.
+    pub resilience: Resilience,
     /// The backend of this profile; the default backend when `None`.
     pub backend: Option<Arc<dyn Backend>>,
 }
@@ -76,6 +79,39 @@ impl Profile {
         self.jitter = Some(jitter);
         self
     }
+    /// After `ttl`, serve the stale value for up to `window` more while one background refresh
+    /// replaces it (`#[cached(stale_while_revalidate = "..")]`).
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.resilience.stale_while_revalidate = Some(window);
+        self
+    }
+    /// When the body fails, return a value at most `window` past its `ttl` instead
+    /// (`#[cached(stale_if_error = "..")]`).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.resilience.stale_if_error = Some(window);
+        self
+    }
+    /// With a stale value at hand, a body slower than `timeout` returns it and finishes in the
+    /// background (`#[cached(timeout = "..")]`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.resilience.timeout = Some(timeout);
+        self
+    }
+    /// A hit within the last `ahead` of `ttl` refreshes the entry in the background
+    /// (`#[cached(refresh_ahead = "..")]`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = cache_core::registry::Profile::new()
+    ///     .ttl(Duration::from_secs(60))
+    ///     .refresh_ahead(Duration::from_secs(10))
+    ///     .stale_if_error(Duration::from_secs(3600));
+    /// assert_eq!(p.resilience.refresh_ahead, Some(Duration::from_secs(10)));
+    /// ```
+    pub fn refresh_ahead(mut self, ahead: Duration) -> Self {
+        self.resilience.refresh_ahead = Some(ahead);
+        self
+    }
     /// Sets the backend.
     pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = Some(backend);
@@ -89,6 +125,7 @@ impl std::fmt::Debug for Profile {
             .field("ttl", &self.ttl)
             .field("sliding", &self.sliding)
             .field("jitter", &self.jitter)
+            .field("resilience", &self.resilience)
             .field(
                 "backend",
                 &self.backend.as_ref().map(|b| b.name().to_string()),
@@ -592,6 +629,7 @@ pub(crate) struct Resolved {
     pub(crate) ttl: Option<Duration>,
     pub(crate) sliding: Option<Duration>,
     pub(crate) jitter: Option<Duration>,
+    pub(crate) resilience: Resilience,
     pub(crate) unknown_profile: bool,
 }
 
@@ -599,11 +637,18 @@ pub(crate) struct Resolved {
 pub(crate) fn resolve(profile: Option<&str>) -> Resolved {
     let over = scoped_override();
     with_state(|state| {
-        let (ttl, sliding, jitter, pbackend, unknown) = match profile {
-            None => (None, None, None, None, false),
+        let (ttl, sliding, jitter, resilience, pbackend, unknown) = match profile {
+            None => (None, None, None, Resilience::NONE, None, false),
             Some(name) => match state.profiles.get(name) {
-                Some(p) => (p.ttl, p.sliding, p.jitter, p.backend.clone(), false),
-                None => (None, None, None, None, true),
+                Some(p) => (
+                    p.ttl,
+                    p.sliding,
+                    p.jitter,
+                    p.resilience,
+                    p.backend.clone(),
+                    false,
+                ),
+                None => (None, None, None, Resilience::NONE, None, true),
             },
         };
         Resolved {
@@ -611,6 +656,7 @@ pub(crate) fn resolve(profile: Option<&str>) -> Resolved {
             ttl,
             sliding,
             jitter,
+            resilience,
             unknown_profile: unknown,
         }
     })

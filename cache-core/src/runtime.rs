@@ -29,6 +29,7 @@ use crate::value::{self, Cacheable, Hit, SharedValue};
 mod batch;
 mod call;
 pub use batch::{BatchFill, Items};
+pub use call::{AsyncRefresher, BlockingRefresher};
 
 /// What the macro knows about a cached function at compile time.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,93 @@ pub struct FnMeta {
     pub lock: bool,
     /// The key is a custom template ([`RawKey`]) rather than path + arguments.
     pub custom_key: bool,
+    /// Stale-while-revalidate, stale-if-error, timeout, refresh-ahead.
+    pub resilience: Resilience,
+}
+
+/// What a cached fn does with a stale entry and a slow or failing body: the options
+/// `stale_while_revalidate`, `stale_if_error`, `timeout` and `refresh_ahead` of `#[cached]`
+/// (and of a [`Profile`](crate::Profile); a fn's own settings win field by field).
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_core::runtime::Resilience;
+/// let r = Resilience { stale_if_error: Some(Duration::from_secs(60)), ..Resilience::NONE };
+/// assert_eq!(r.stale_window(Duration::from_secs(300)), Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resilience {
+    /// After `ttl`, serve the stale value for up to this long while one background refresh
+    /// replaces it.
+    pub stale_while_revalidate: Option<Duration>,
+    /// When the body fails (or times out), return a value at most this long past its `ttl`.
+    pub stale_if_error: Option<Duration>,
+    /// With a stale value at hand, a body slower than this returns it and finishes in the
+    /// background.
+    pub timeout: Option<Duration>,
+    /// A call within the last this-long of `ttl` is served and refreshes the entry in the
+    /// background.
+    pub refresh_ahead: Option<Duration>,
+}
+
+impl Resilience {
+    /// None of them.
+    pub const NONE: Resilience = Resilience {
+        stale_while_revalidate: None,
+        stale_if_error: None,
+        timeout: None,
+        refresh_ahead: None,
+    };
+
+    /// Field by field, `self`'s setting, else `other`'s.
+    pub fn or(self, other: Resilience) -> Resilience {
+        Resilience {
+            stale_while_revalidate: self.stale_while_revalidate.or(other.stale_while_revalidate),
+            stale_if_error: self.stale_if_error.or(other.stale_if_error),
+            timeout: self.timeout.or(other.timeout),
+            refresh_ahead: self.refresh_ahead.or(other.refresh_ahead),
+        }
+    }
+
+    /// How far before `ttl` an entry stops being fresh (`refresh_ahead`, at most `ttl`).
+    pub fn ahead(&self, ttl: Duration) -> Duration {
+        self.refresh_ahead.unwrap_or(Duration::ZERO).min(ttl)
+    }
+
+    /// How long past its fresh time an entry of `ttl` stays readable as stale: the
+    /// refresh-ahead period plus the longer of the two stale windows; `None` when nothing
+    /// reads stale values.
+    pub fn stale_window(&self, ttl: Duration) -> Option<Duration> {
+        let after = self
+            .stale_while_revalidate
+            .unwrap_or(Duration::ZERO)
+            .max(self.stale_if_error.unwrap_or(Duration::ZERO));
+        let w = self.ahead(ttl) + after;
+        (w > Duration::ZERO).then_some(w)
+    }
+
+    /// Whether a stale value `age` past its fresh time is served at once while a background
+    /// refresh runs.
+    pub(crate) fn serves_stale(&self, age: Duration) -> bool {
+        let ahead = self.refresh_ahead.unwrap_or(Duration::ZERO);
+        match self.stale_while_revalidate {
+            Some(w) => age < ahead + w,
+            None => age < ahead,
+        }
+    }
+
+    /// Whether a stale value `age` past its fresh time may stand in for a failed or slow body.
+    pub(crate) fn falls_back(&self, age: Duration) -> bool {
+        let ahead = self.refresh_ahead.unwrap_or(Duration::ZERO);
+        self.stale_if_error.is_some_and(|w| age < ahead + w)
+    }
+
+    /// Whether anything runs in the background (the body must then be owned, see the macro).
+    pub fn background(&self) -> bool {
+        self.stale_while_revalidate.is_some()
+            || self.refresh_ahead.is_some()
+            || self.timeout.is_some()
+    }
 }
 
 /// What varies per call site: the `Self` type of methods and the type arguments of generic fns.
@@ -72,6 +160,9 @@ pub enum Mode {
     Normal,
     /// Drop the current entry (and its dependents), run the body, store.
     Refresh,
+    /// A background refresh of a stale entry: never served stale, the entry stays until the
+    /// new value replaces it; joins the key's flight like a miss.
+    Revalidate,
 }
 
 /// A custom key (`key = "..."`): its text is the key, as is.
@@ -241,15 +332,29 @@ impl FnCache {
         let mut dependencies = declared;
         dependencies.push(self.all_dependency(info));
         let jitter = self.meta.jitter.or(resolved.jitter);
+        let ttl = self
+            .meta
+            .ttl
+            .or(resolved.ttl)
+            .map(|ttl| ttl + jitter.map_or(Duration::ZERO, crate::jitter::random_below));
+        // with a stale window, the entry is fresh until `ttl - refresh_ahead` and then readable
+        // as stale for the rest of its window
+        let r = self.resilience(resolved);
+        let (ttl, stale) = match ttl {
+            Some(t) => (Some(t - r.ahead(t)), r.stale_window(t)),
+            None => (None, None),
+        };
         EntryOptions {
-            ttl: self
-                .meta
-                .ttl
-                .or(resolved.ttl)
-                .map(|ttl| ttl + jitter.map_or(Duration::ZERO, crate::jitter::random_below)),
+            ttl,
             sliding: self.meta.sliding.or(resolved.sliding),
             dependencies,
+            stale,
         }
+    }
+
+    /// The fn's resilience settings, completed by its profile's.
+    fn resilience(&self, resolved: &Resolved) -> Resilience {
+        self.meta.resilience.or(resolved.resilience)
     }
 
     fn check_profile(&self, resolved: &Resolved) {
@@ -292,6 +397,40 @@ impl FnCache {
         A: KeyPart + ?Sized + Sync,
         V: Cacheable,
     {
+        self.begin_async_with(args, info, deps, mode, None)
+    }
+
+    /// [`Self::begin_async`] of a fn that refreshes stale entries in the background
+    /// (`stale_while_revalidate`, `refresh_ahead`): `refresher` starts one refresh.
+    #[inline]
+    pub fn begin_async_bg<'a, A, V>(
+        &'static self,
+        args: &'a A,
+        info: CallInfo<'a>,
+        deps: &'a mut (dyn FnMut(&mut Vec<String>) + Send),
+        mode: Mode,
+        refresher: AsyncRefresher<'a>,
+    ) -> impl Future<Output = Begin<V>> + 'a
+    where
+        A: KeyPart + ?Sized + Sync,
+        V: Cacheable,
+    {
+        self.begin_async_with(args, info, deps, mode, Some(refresher))
+    }
+
+    #[inline(always)]
+    fn begin_async_with<'a, A, V>(
+        &'static self,
+        args: &'a A,
+        info: CallInfo<'a>,
+        deps: &'a mut (dyn FnMut(&mut Vec<String>) + Send),
+        mode: Mode,
+        refresher: Option<AsyncRefresher<'a>>,
+    ) -> impl Future<Output = Begin<V>> + 'a
+    where
+        A: KeyPart + ?Sized + Sync,
+        V: Cacheable,
+    {
         let started = if registry::is_enabled() {
             let mut buf = KeyBuf::new();
             self.binary_key(args, &info, &mut buf);
@@ -309,8 +448,16 @@ impl FnCache {
                     Begin::Fill(Filler::passthrough(self, None))
                 }
                 Err(Some((flights_ended, known_miss))) => {
-                    self.begin_async_rest(args, info, deps, mode, flights_ended, known_miss)
-                        .await
+                    self.begin_async_rest(
+                        args,
+                        info,
+                        deps,
+                        mode,
+                        refresher,
+                        flights_ended,
+                        known_miss,
+                    )
+                    .await
                 }
             }
         }
@@ -318,12 +465,14 @@ impl FnCache {
 
     /// Everything after the in-process lookups of an async call: a miss, a remote backend, a
     /// refresh.
+    #[allow(clippy::too_many_arguments)]
     async fn begin_async_rest<A, V>(
         &'static self,
         args: &A,
         info: CallInfo<'_>,
         deps: &mut (dyn FnMut(&mut Vec<String>) + Send),
         mode: Mode,
+        refresher: Option<AsyncRefresher<'_>>,
         flights_ended: u64,
         known_miss: Option<Lease>,
     ) -> Begin<V>
@@ -334,9 +483,18 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        self.call(args, info, deps, &buf, hash, flights_ended, known_miss)
-            .drive_async(mode)
-            .await
+        self.call(
+            args,
+            info,
+            deps,
+            mode,
+            &buf,
+            hash,
+            flights_ended,
+            known_miss,
+        )
+        .drive_async(refresher)
+        .await
     }
 
     /// The call engine for the rest of a call ([`call::Call`]): the key's text, the backend,
@@ -347,6 +505,7 @@ impl FnCache {
         args: &A,
         info: CallInfo<'_>,
         deps: &mut (dyn FnMut(&mut Vec<String>) + '_),
+        mode: Mode,
         buf: &KeyBuf,
         hash: u64,
         flights_ended: u64,
@@ -360,8 +519,18 @@ impl FnCache {
         let mut declared = Vec::new();
         deps(&mut declared);
         let options = self.options(&resolved, declared, &info);
+        let resilience = self.resilience(&resolved);
         drop(resolved);
-        call::Call::new(self, backend, key, options, flights_ended, known_miss)
+        call::Call::new(
+            self,
+            backend,
+            key,
+            options,
+            mode,
+            resilience,
+            flights_ended,
+            known_miss,
+        )
     }
 
     /// Starts a call of a sync cached function.
@@ -376,6 +545,40 @@ impl FnCache {
         info: CallInfo<'_>,
         deps: &mut dyn FnMut(&mut Vec<String>),
         mode: Mode,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        self.begin_blocking_with(args, info, deps, mode, None)
+    }
+
+    /// [`Self::begin_blocking`] of a fn that refreshes stale entries in the background
+    /// (`stale_while_revalidate`, `refresh_ahead`): `refresher` starts one refresh.
+    #[inline]
+    pub fn begin_blocking_bg<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+        mode: Mode,
+        refresher: BlockingRefresher<'_>,
+    ) -> Begin<V>
+    where
+        A: KeyPart + ?Sized,
+        V: Cacheable,
+    {
+        self.begin_blocking_with(args, info, deps, mode, Some(refresher))
+    }
+
+    #[inline(always)]
+    fn begin_blocking_with<A, V>(
+        &'static self,
+        args: &A,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+        mode: Mode,
+        refresher: Option<BlockingRefresher<'_>>,
     ) -> Begin<V>
     where
         A: KeyPart + ?Sized,
@@ -397,6 +600,7 @@ impl FnCache {
             info,
             deps,
             mode,
+            refresher,
             &buf,
             hash,
             flights_ended,
@@ -455,6 +659,7 @@ impl FnCache {
         info: CallInfo<'_>,
         deps: &mut dyn FnMut(&mut Vec<String>),
         mode: Mode,
+        refresher: Option<BlockingRefresher<'_>>,
         buf: &KeyBuf,
         hash: u64,
         flights_ended: u64,
@@ -464,8 +669,8 @@ impl FnCache {
         A: KeyPart + ?Sized,
         V: Cacheable,
     {
-        self.call(args, info, deps, buf, hash, flights_ended, known_miss)
-            .drive_blocking(mode)
+        self.call(args, info, deps, mode, buf, hash, flights_ended, known_miss)
+            .drive_blocking(refresher)
     }
 
     /// After becoming leader: a leader that finished between our lookup and our join may have
@@ -645,7 +850,10 @@ pub struct Filler<V> {
     cache: &'static FnCache,
     key: Option<Key>,
     target: Option<Target>,
-    _value: PhantomData<fn() -> V>,
+    /// A stale value that may stand in for a failed or slow body (`stale_if_error`).
+    fallback: Option<V>,
+    /// The body's time limit when a stale value is at hand (`timeout`).
+    timeout: Option<Duration>,
 }
 
 struct Target {
@@ -673,7 +881,8 @@ impl<V: Cacheable> Filler<V> {
                 lease,
                 leader,
             }),
-            _value: PhantomData,
+            fallback: None,
+            timeout: None,
         }
     }
 
@@ -682,7 +891,123 @@ impl<V: Cacheable> Filler<V> {
             cache,
             key,
             target: None,
-            _value: PhantomData,
+            fallback: None,
+            timeout: None,
+        }
+    }
+
+    /// Keeps a stale value that may stand in for a failed or slow body, and the body's time
+    /// limit when there is one.
+    pub(crate) fn with_fallback(mut self, fallback: Option<V>, timeout: Option<Duration>) -> Self {
+        self.fallback = fallback;
+        self.timeout = timeout;
+        self
+    }
+
+    /// [`Self::fill_async`] of a fn with `stale_if_error`: when the body's result is a failure
+    /// (`is_err`) and a stale value is at hand, that value is returned (`wrap`: `Ok(v)`)
+    /// instead. A panic is not swallowed.
+    pub async fn fill_async_guarded<R, F: Future<Output = R>>(
+        mut self,
+        fut: F,
+        to_value: impl FnOnce(&R) -> Option<V>,
+        is_err: impl FnOnce(&R) -> bool,
+        wrap: impl FnOnce(V) -> R,
+    ) -> R {
+        let fallback = self.fallback.take();
+        let cache = self.cache;
+        let r = self.fill_async(fut, to_value).await;
+        cache.stand_in(r, fallback, is_err, wrap)
+    }
+
+    /// [`Self::fill_blocking`] of a fn with `stale_if_error` (see [`Self::fill_async_guarded`]).
+    pub fn fill_blocking_guarded<R>(
+        mut self,
+        f: impl FnOnce() -> R,
+        to_value: impl FnOnce(&R) -> Option<V>,
+        is_err: impl FnOnce(&R) -> bool,
+        wrap: impl FnOnce(V) -> R,
+    ) -> R {
+        let fallback = self.fallback.take();
+        let cache = self.cache;
+        let r = self.fill_blocking(f, to_value);
+        cache.stand_in(r, fallback, is_err, wrap)
+    }
+
+    /// [`Self::fill_async_guarded`] of a fn with `timeout`: with a stale value at hand, the
+    /// body runs as a task of its own and gets `timeout`; a slower body makes the call return
+    /// the stale value, and finishes in the background, storing its value. Without a stale
+    /// value (or outside a tokio runtime) the call waits for the body.
+    pub async fn fill_async_timed<R, F>(
+        mut self,
+        fut: F,
+        to_value: impl FnOnce(&R) -> Option<V> + Send + 'static,
+        is_err: impl FnOnce(&R) -> bool,
+        wrap: impl FnOnce(V) -> R,
+    ) -> R
+    where
+        F: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let (Some(limit), Some(rt), true) = (self.timeout, runtime, self.fallback.is_some()) else {
+            return self.fill_async_guarded(fut, to_value, is_err, wrap).await;
+        };
+        let fallback = self.fallback.take();
+        let cache = self.cache;
+        let key = self.key.clone();
+        let mut task = rt.spawn(self.fill_async(fut, to_value));
+        let r = match tokio::time::timeout(limit, &mut task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(_)) | Err(_) => return cache.timed_out(key, fallback, wrap),
+        };
+        // the body ran in its own task: record the entry in the caller's fill, if any
+        cache.record_dependency(key.as_ref());
+        cache.stand_in(r, fallback, is_err, wrap)
+    }
+
+    /// [`Self::fill_blocking_guarded`] of a fn with `timeout` (see [`Self::fill_async_timed`]):
+    /// the body runs on a thread of its own.
+    pub fn fill_blocking_timed<R>(
+        mut self,
+        f: impl FnOnce() -> R + Send + 'static,
+        to_value: impl FnOnce(&R) -> Option<V> + Send + 'static,
+        is_err: impl FnOnce(&R) -> bool,
+        wrap: impl FnOnce(V) -> R,
+    ) -> R
+    where
+        R: Send + 'static,
+    {
+        let (Some(limit), true) = (self.timeout, self.fallback.is_some()) else {
+            return self.fill_blocking_guarded(f, to_value, is_err, wrap);
+        };
+        let fallback = self.fallback.take();
+        let cache = self.cache;
+        let key = self.key.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("cache-fill".into())
+            .spawn(move || {
+                let _ = tx.send(self.fill_blocking(f, to_value));
+            });
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the body on a thread; serving the stale value");
+                return cache.timed_out(key, fallback, wrap);
+            }
+        };
+        match rx.recv_timeout(limit) {
+            Ok(r) => {
+                cache.record_dependency(key.as_ref());
+                cache.stand_in(r, fallback, is_err, wrap)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => cache.timed_out(key, fallback, wrap),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => cache.timed_out(key, fallback, wrap),
+            },
         }
     }
 
@@ -793,6 +1118,50 @@ impl Drop for Abandon<'_> {
 }
 
 impl FnCache {
+    /// The stale value in place of a failed result (`stale_if_error`), or the result.
+    fn stand_in<V, R>(
+        &self,
+        r: R,
+        fallback: Option<V>,
+        is_err: impl FnOnce(&R) -> bool,
+        wrap: impl FnOnce(V) -> R,
+    ) -> R {
+        match fallback {
+            Some(v) if is_err(&r) => {
+                self.counters.stale_if_error_served.incr();
+                tracing::warn!(
+                    function = self.meta.name,
+                    "the body failed; returning the stale value (stale_if_error)"
+                );
+                wrap(v)
+            }
+            _ => r,
+        }
+    }
+
+    /// The body was slower than `timeout`: the stale value, while it finishes in the background.
+    fn timed_out<V, R>(
+        &self,
+        key: Option<Key>,
+        fallback: Option<V>,
+        wrap: impl FnOnce(V) -> R,
+    ) -> R {
+        self.counters.timeouts.incr();
+        tracing::debug!(
+            function = self.meta.name,
+            "the body is slower than its timeout; returning the stale value"
+        );
+        self.record_dependency(key.as_ref());
+        wrap(fallback.expect("a timed fill has a stale value"))
+    }
+
+    /// Records `key` in the enclosing fill's dependencies, if any.
+    fn record_dependency(&self, key: Option<&Key>) {
+        if let (Some(k), true) = (key, context::is_collecting()) {
+            context::add_dependency(k.text());
+        }
+    }
+
     fn after_set(
         &self,
         key: &Key,

@@ -169,6 +169,17 @@ pub struct FnStats {
     pub coalesced: u64,
     /// Backend errors met (the function ran instead).
     pub errors: u64,
+    /// Calls answered with a stale value while a background refresh replaced it
+    /// (`stale_while_revalidate`, `refresh_ahead`).
+    pub stale_hits: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// Calls whose body failed (or timed out) and that returned the stale value instead
+    /// (`stale_if_error`).
+    pub stale_if_error_served: u64,
+    /// Bodies that took longer than `timeout` (the call returned the stale value; the body
+    /// finished in the background).
+    pub timeouts: u64,
     /// Mean time the function body took on a miss.
     pub mean_fill_time: Duration,
     /// Estimated time saved: hits × mean fill time.
@@ -182,6 +193,10 @@ pub(crate) struct FnCounters {
     pub(crate) stale_rejected: Counter,
     pub(crate) coalesced: Counter,
     pub(crate) errors: Counter,
+    pub(crate) stale_hits: Counter,
+    pub(crate) refreshes: Counter,
+    pub(crate) stale_if_error_served: Counter,
+    pub(crate) timeouts: Counter,
     pub(crate) fill_nanos: Counter,
     pub(crate) timed_fills: Counter,
 }
@@ -195,6 +210,10 @@ impl FnCounters {
             stale_rejected: Counter::new(),
             coalesced: Counter::new(),
             errors: Counter::new(),
+            stale_hits: Counter::new(),
+            refreshes: Counter::new(),
+            stale_if_error_served: Counter::new(),
+            timeouts: Counter::new(),
             fill_nanos: Counter::new(),
             timed_fills: Counter::new(),
         }
@@ -213,6 +232,10 @@ impl FnCounters {
             stale_rejected: self.stale_rejected.get(),
             coalesced: self.coalesced.get(),
             errors: self.errors.get(),
+            stale_hits: self.stale_hits.get(),
+            refreshes: self.refreshes.get(),
+            stale_if_error_served: self.stale_if_error_served.get(),
+            timeouts: self.timeouts.get(),
             mean_fill_time: mean,
             time_saved: mean.saturating_mul(hits.min(u32::MAX as u64) as u32),
         }
@@ -226,6 +249,10 @@ impl FnCounters {
             &self.stale_rejected,
             &self.coalesced,
             &self.errors,
+            &self.stale_hits,
+            &self.refreshes,
+            &self.stale_if_error_served,
+            &self.timeouts,
             &self.fill_nanos,
             &self.timed_fills,
         ] {

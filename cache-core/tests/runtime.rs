@@ -26,6 +26,7 @@ const fn meta(name: &'static str) -> FnMeta {
         cache_none: true,
         lock: true,
         custom_key: false,
+        resilience: cache_core::runtime::Resilience::NONE,
     }
 }
 

@@ -223,6 +223,7 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
             );
         }
     }
+    check_resilience(&opts, &params, sig, ret.as_ref(), &mut err);
     match (err, ret) {
         (Some(e), _) => Err(e),
         (None, None) => unreachable!("an invalid return type is an error"),
@@ -238,6 +239,81 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
             key_template,
         }),
     }
+}
+
+/// What the resilience options need of the signature: `stale_if_error` stands in for an `Err`;
+/// a body that may run in the background (after the call returned) owns its inputs.
+fn check_resilience(
+    opts: &CachedOptions,
+    params: &[Param],
+    sig: &syn::Signature,
+    ret: Option<&Ret>,
+    err: &mut Option<syn::Error>,
+) {
+    if let (Some((_, span)), Some(r)) = (opts.stale_if_error, ret) {
+        if r.kind != RetKind::Result {
+            combine(
+                err,
+                syn::Error::new(
+                    span,
+                    "`stale_if_error` returns the stale value in place of an `Err`: the fn must return `Result<T, E>`",
+                ),
+            );
+        }
+    }
+    let Some((name, span)) = opts.background() else {
+        if opts.resilient() && opts.batch.is_some() {
+            combine(
+                err,
+                syn::Error::new(
+                    span_of_batch(opts),
+                    "`batch` fns do not take `stale_if_error` yet",
+                ),
+            );
+        }
+        return;
+    };
+    if let Some(b) = &opts.batch {
+        combine(
+            err,
+            syn::Error::new(b.span(), format!("`batch` fns do not take `{name}` yet")),
+        );
+    }
+    if !opts.companions {
+        combine(
+            err,
+            syn::Error::new(
+                span,
+                format!("`{name}` refreshes in the background through a companion fn: it cannot be combined with `companions = false`"),
+            ),
+        );
+    }
+    if let Some(r) = sig.receiver() {
+        combine(
+            err,
+            syn::Error::new_spanned(
+                r,
+                format!("`{name}` runs the body in the background, after the call returned: a method with a `self` receiver cannot; make it an associated fn taking owned arguments"),
+            ),
+        );
+    }
+    for p in params {
+        if matches!(p.ty, syn::Type::Reference(_)) {
+            combine(
+                err,
+                syn::Error::new_spanned(
+                    &p.ty,
+                    format!("`{name}` runs the body in the background, after the call returned: parameter `{}` cannot be a reference; take an owned, cloneable value (e.g. an `Arc<..>` or a pool handle)", p.ident),
+                ),
+            );
+        }
+    }
+}
+
+fn span_of_batch(opts: &CachedOptions) -> Span {
+    opts.batch
+        .as_ref()
+        .map_or_else(Span::call_site, Ident::span)
 }
 
 fn list<'a>(names: impl Iterator<Item = &'a Ident>) -> String {
@@ -309,6 +385,13 @@ impl Plan<'_> {
         };
         let lock = o.lock;
         let custom_key = self.key_template.is_some();
+        let res = |d: Option<(u64, Span)>| dur(d.map(|(n, _)| n));
+        let (swr, sie, timeout, ahead) = (
+            res(o.stale_while_revalidate),
+            res(o.stale_if_error),
+            res(o.timeout),
+            res(o.refresh_ahead),
+        );
         quote! {
             static #name: #p::FnCache = #p::FnCache::new(#p::FnMeta {
                 module: #p::module_path!(),
@@ -321,6 +404,12 @@ impl Plan<'_> {
                 cache_none: #cache_none,
                 lock: #lock,
                 custom_key: #custom_key,
+                resilience: #p::Resilience {
+                    stale_while_revalidate: #swr,
+                    stale_if_error: #sie,
+                    timeout: #timeout,
+                    refresh_ahead: #ahead,
+                },
             });
         }
     }
@@ -382,7 +471,13 @@ impl Plan<'_> {
 
     /// The begin / fill logic of a call with `mode`; `body` is the body future (async) or
     /// closure (sync).
-    fn logic(&self, mode: &str, body: TokenStream, cache_stmt: TokenStream) -> TokenStream {
+    fn logic(
+        &self,
+        mode: &str,
+        body: TokenStream,
+        cache_stmt: TokenStream,
+        refresher: Option<TokenStream>,
+    ) -> TokenStream {
         let p = p();
         let cache = self.cache();
         let value = &self.ret.value;
@@ -391,10 +486,28 @@ impl Plan<'_> {
         let deps = self.deps_expr();
         let mode = Ident::new(mode, Span::call_site());
         let asyncness = self.func.sig.asyncness.is_some();
-        let (begin, fill, aw) = if asyncness {
+        let (begin, mut fill, aw) = if asyncness {
             (quote!(begin_async), quote!(fill_async), quote!(.await))
         } else {
             (quote!(begin_blocking), quote!(fill_blocking), quote!())
+        };
+        // stale_if_error / timeout: the fill may return the stale value (`Ok(v)`) instead
+        let mut guard = quote!();
+        if self.opts.stale_if_error.is_some() {
+            let kind = if self.opts.timeout.is_some() {
+                "timed"
+            } else {
+                "guarded"
+            };
+            fill = format_ident!("{}_{}", fill.to_string(), kind).into_token_stream();
+            guard = quote!(, |__r| ::core::result::Result::is_err(__r), ::core::result::Result::Ok);
+        }
+        let (begin, refresher) = match refresher {
+            Some(r) => (
+                format_ident!("{}_bg", begin.to_string()).into_token_stream(),
+                quote!(, #r),
+            ),
+            None => (begin, quote!()),
         };
         let (hit, to_value) = match self.ret.kind {
             RetKind::Result => (
@@ -417,12 +530,44 @@ impl Plan<'_> {
         let begin_call = quote_spanned!(value_span=> #cache.#begin::<_, #value>);
         quote! {
             #cache_stmt
-            let __cache_core_begin = #begin_call(#key, #info, #deps, #p::Mode::#mode)#aw;
+            let __cache_core_begin = #begin_call(#key, #info, #deps, #p::Mode::#mode #refresher)#aw;
             match __cache_core_begin {
                 #p::Begin::Hit(__v) => #hit,
-                #p::Begin::Fill(__f) => __f.#fill(#body, #to_value)#aw,
+                #p::Begin::Fill(__f) => __f.#fill(#body, #to_value #guard)#aw,
             }
         }
+    }
+
+    /// `__cache_core_revalidate_<name>`: the fn in `Revalidate` mode (what a background refresh
+    /// calls).
+    fn revalidate_name(&self) -> Ident {
+        format_ident!("__cache_core_revalidate_{}", self.name())
+    }
+
+    /// For a fn with `stale_while_revalidate`, `refresh_ahead` or `timeout`: the closure that
+    /// starts one background refresh (it clones every argument and calls the revalidating fn).
+    fn refresher(&self) -> Option<TokenStream> {
+        self.opts.background()?;
+        let p = p();
+        let params: Vec<&Ident> = self.params.iter().map(|p| &p.ident).collect();
+        let has_impl_trait = self.params.iter().any(|p| p.impl_trait);
+        let f = self.turbofish(&self.revalidate_name(), !has_impl_trait);
+        let clones = quote!(#(let #params = ::core::clone::Clone::clone(&#params);)*);
+        Some(if self.func.sig.asyncness.is_some() {
+            quote!(&|| {
+                #clones
+                #p::refresh_task(async move {
+                    let _ = #f(#(#params),*).await;
+                })
+            })
+        } else {
+            quote!(&|| {
+                #clones
+                #p::refresh_job(move || {
+                    let _ = #f(#(#params),*);
+                })
+            })
+        })
     }
 
     /// The call of a batch fn with `mode`: every item looked up at once, then `body` (a
@@ -597,7 +742,7 @@ fn inline(plan: &Plan<'_>) -> TokenStream {
         quote!(|| { #(#rebinds)* #block })
     };
     let static_item = plan.static_item(&Ident::new("__CACHE_CORE_FN", Span::call_site()));
-    let logic = plan.logic("Normal", body, static_item);
+    let logic = plan.logic("Normal", body, static_item, None);
     let attrs = &func.attrs;
     let vis = &func.vis;
     quote! {
@@ -649,6 +794,9 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         };
         if asyncness.is_some() {
             call
+        } else if plan.opts.timeout.is_some() {
+            // the body may outlive the call (it finishes on its own thread): it owns its inputs
+            quote!(move || #call)
         } else {
             quote!(|| #call)
         }
@@ -664,10 +812,24 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
             )
         }
         None => (
-            plan.logic("Normal", call_uncached.clone(), quote!()),
-            plan.logic("Refresh", call_uncached, quote!()),
+            plan.logic("Normal", call_uncached.clone(), quote!(), plan.refresher()),
+            plan.logic("Refresh", call_uncached.clone(), quote!(), None),
         ),
     };
+    // a background refresh calls the fn again in `Revalidate` mode
+    let revalidate_fn = plan.opts.background().map(|_| {
+        let mut sig = main_sig.clone();
+        sig.ident = plan.revalidate_name();
+        let logic = plan.logic("Revalidate", call_uncached.clone(), quote!(), None);
+        quote! {
+            #[doc(hidden)]
+            #(#copied)*
+            #[allow(dead_code, clippy::too_many_arguments)]
+            #vis #sig {
+                #logic
+            }
+        }
+    });
     let mut refresh_sig = main_sig.clone();
     refresh_sig.ident = refresh.clone();
     let mut uncached_sig = sig.clone();
@@ -814,6 +976,8 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         }
 
         #invalidate_items
+
+        #revalidate_fn
 
         #[doc = #doc_cache]
         #(#copied)* #allow

@@ -23,6 +23,10 @@ const OPTIONS: &[&str] = &[
     "version",
     "companions",
     "batch",
+    "stale_while_revalidate",
+    "stale_if_error",
+    "timeout",
+    "refresh_ahead",
 ];
 
 /// The parsed options of one `#[cached(...)]`.
@@ -46,6 +50,31 @@ pub(crate) struct CachedOptions {
     pub companions: bool,
     /// `batch(ids)`: the collection parameter whose items are cached one by one.
     pub batch: Option<Ident>,
+    /// `stale_while_revalidate = "30s"`, `stale_if_error = "1h"`, `timeout = "200ms"`,
+    /// `refresh_ahead = "10s"` (nanoseconds, and the option's span).
+    pub stale_while_revalidate: Option<(u64, Span)>,
+    pub stale_if_error: Option<(u64, Span)>,
+    pub timeout: Option<(u64, Span)>,
+    pub refresh_ahead: Option<(u64, Span)>,
+}
+
+impl CachedOptions {
+    /// The first option that runs the body in the background (after the call returned), and
+    /// its name.
+    pub(crate) fn background(&self) -> Option<(&'static str, Span)> {
+        [
+            ("stale_while_revalidate", self.stale_while_revalidate),
+            ("refresh_ahead", self.refresh_ahead),
+            ("timeout", self.timeout),
+        ]
+        .into_iter()
+        .find_map(|(n, o)| o.map(|(_, s)| (n, s)))
+    }
+
+    /// Any of the four resilience options.
+    pub(crate) fn resilient(&self) -> bool {
+        self.background().is_some() || self.stale_if_error.is_some()
+    }
 }
 
 impl CachedOptions {
@@ -79,6 +108,39 @@ impl CachedOptions {
             seen.push(name.clone());
             if let Err(e) = o.apply(&name, &meta) {
                 combine(&mut err, e);
+            }
+        }
+        for (name, opt) in [
+            ("stale_while_revalidate", o.stale_while_revalidate),
+            ("stale_if_error", o.stale_if_error),
+            ("timeout", o.timeout),
+            ("refresh_ahead", o.refresh_ahead),
+        ] {
+            if let (Some((_, span)), None, None) = (opt, o.ttl, &o.profile) {
+                combine(
+                    &mut err,
+                    syn::Error::new(
+                        span,
+                        format!("`{name}` works from the entry's expiry: add a `ttl` (or a `profile` that has one)"),
+                    ),
+                );
+            }
+        }
+        if let (Some((_, span)), None) = (o.timeout, o.stale_if_error) {
+            combine(
+                &mut err,
+                syn::Error::new(
+                    span,
+                    "`timeout` returns the stale value when the body is slow: add `stale_if_error = \"..\"` (how stale a value it may return)",
+                ),
+            );
+        }
+        if let (Some((ahead, span)), Some(ttl)) = (o.refresh_ahead, o.ttl) {
+            if ahead >= ttl {
+                combine(
+                    &mut err,
+                    syn::Error::new(span, "`refresh_ahead` must be shorter than `ttl`"),
+                );
             }
         }
         if let Some((_, span)) = o.jitter {
@@ -145,6 +207,22 @@ impl CachedOptions {
                     ))
                 }
             },
+            "stale_while_revalidate" => {
+                let v = value(meta, "stale_while_revalidate = \"30s\"")?;
+                self.stale_while_revalidate = Some((duration(v)?, span_of(meta)));
+            }
+            "stale_if_error" => {
+                let v = value(meta, "stale_if_error = \"1h\"")?;
+                self.stale_if_error = Some((duration(v)?, span_of(meta)));
+            }
+            "timeout" => {
+                let v = value(meta, "timeout = \"200ms\"")?;
+                self.timeout = Some((duration(v)?, span_of(meta)));
+            }
+            "refresh_ahead" => {
+                let v = value(meta, "refresh_ahead = \"10s\"")?;
+                self.refresh_ahead = Some((duration(v)?, span_of(meta)));
+            }
             "batch" => {
                 let usage = "`batch` takes the name of the collection parameter: `batch(ids)`";
                 let Meta::List(list) = meta else {

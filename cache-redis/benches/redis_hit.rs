@@ -39,6 +39,7 @@ static HIT_FN: FnCache = FnCache::new(FnMeta {
     cache_none: true,
     lock: false,
     custom_key: false,
+    resilience: cache_core::runtime::Resilience::NONE,
 });
 
 async fn hit_fn(x: u64) -> String {
@@ -132,7 +133,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             match shared.get(&key).await.unwrap() {
                 Lookup::Hit(h) => h.into_typed::<String>().unwrap(),
-                Lookup::Miss(_) => panic!("miss"),
+                Lookup::Miss(_) | Lookup::Stale { .. } => panic!("miss"),
             }
         })
     });

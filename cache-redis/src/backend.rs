@@ -395,6 +395,18 @@ impl Inner {
                     self.counters.misses.incr();
                     Lookup::Miss(Lease(gen.max(removed)))
                 }
+                Ok(envelope::Stored::Value(opened))
+                    if opened.fresh_until_ms.is_some_and(|f| unix_ms() >= f) =>
+                {
+                    // past its fresh time, inside its stale window
+                    self.counters.misses.incr();
+                    let age = unix_ms().saturating_sub(opened.fresh_until_ms.unwrap_or(0));
+                    Lookup::Stale {
+                        hit: Hit::Bytes(opened.payload),
+                        lease: Lease(gen),
+                        age: Duration::from_millis(age),
+                    }
+                }
                 Ok(envelope::Stored::Value(opened)) => {
                     self.counters.hits.incr();
                     if let Some(sliding) = opened.sliding_ms {
@@ -585,7 +597,20 @@ impl Inner {
             (Some(t), Some(_)) => Some(unix_ms() + t),
             _ => None,
         };
-        let sealed = envelope::seal(payload, self.compress_over, sliding_ms, deadline);
+        // a stale window: Redis keeps the entry that much longer; the envelope says when it
+        // stops being fresh
+        let stale_ms = options.stale.map(|d| d.as_millis().max(1) as u64);
+        let (px, fresh_until) = match (stale_ms, px) {
+            (Some(extra), px) if px > 0 => (px + extra, Some(unix_ms() + px)),
+            _ => (px, None),
+        };
+        let sealed = envelope::seal(
+            payload,
+            self.compress_over,
+            sliding_ms,
+            deadline,
+            fresh_until,
+        );
         if sealed.len() > self.max_payload {
             return Err(sealed.len());
         }

@@ -7,6 +7,8 @@
 //!             bit 2 = absolute deadline present
 //! [u64 LE]    sliding expiration in ms          (if bit 1)
 //! [u64 LE]    absolute deadline, unix ms        (if bit 2; caps the sliding refresh)
+//! [u64 LE]    fresh until, unix ms              (if bit 4: the entry has a stale window;
+//!             after this it reads as stale until Redis expires it)
 //! payload     MessagePack bytes (or their LZ4 block)
 //! ```
 //!
@@ -26,7 +28,8 @@ const F_LZ4: u8 = 1;
 const F_SLIDING: u8 = 2;
 const F_DEADLINE: u8 = 4;
 const F_TOMBSTONE: u8 = 8;
-const KNOWN: u8 = F_LZ4 | F_SLIDING | F_DEADLINE;
+const F_FRESH: u8 = 16;
+const KNOWN: u8 = F_LZ4 | F_SLIDING | F_DEADLINE | F_FRESH;
 
 /// The most an LZ4 block can expand: per input byte, a match length extension byte adds at most
 /// 255 output bytes, a literal one byte; a sequence's token and offset (3 bytes) add at most 19.
@@ -73,6 +76,8 @@ pub(crate) struct Opened {
     pub(crate) payload: Vec<u8>,
     pub(crate) sliding_ms: Option<u64>,
     pub(crate) deadline_ms: Option<u64>,
+    /// The end of the fresh time of an entry with a stale window (unix ms).
+    pub(crate) fresh_until_ms: Option<u64>,
 }
 
 /// Wraps `payload`, compressing it when it is longer than `compress_over` and LZ4 makes it
@@ -82,6 +87,7 @@ pub(crate) fn seal(
     compress_over: usize,
     sliding_ms: Option<u64>,
     deadline_ms: Option<u64>,
+    fresh_until_ms: Option<u64>,
 ) -> Vec<u8> {
     let compressed = (payload.len() > compress_over)
         .then(|| lz4_flex::block::compress_prepend_size(payload))
@@ -96,8 +102,11 @@ pub(crate) fn seal(
     if deadline_ms.is_some() {
         flags |= F_DEADLINE;
     }
+    if fresh_until_ms.is_some() {
+        flags |= F_FRESH;
+    }
     let body: &[u8] = compressed.as_deref().unwrap_or(payload);
-    let mut out = Vec::with_capacity(3 + 16 + body.len());
+    let mut out = Vec::with_capacity(3 + 24 + body.len());
     out.extend_from_slice(&[MAGIC, VERSION, flags]);
     if let Some(s) = sliding_ms {
         out.extend_from_slice(&s.to_le_bytes());
@@ -105,9 +114,29 @@ pub(crate) fn seal(
     if let Some(d) = deadline_ms {
         out.extend_from_slice(&d.to_le_bytes());
     }
+    if let Some(f) = fresh_until_ms {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
     out.extend_from_slice(body);
     out
 }
+
+/// The fresh-until time (unix ms) in the first bytes of a stored value, if it has one (what the
+/// layered backend reads to bound an L1 copy of an entry with a stale window).
+pub(crate) fn fresh_until(header: &[u8]) -> Option<u64> {
+    if header.len() < 3 || header[0] != MAGIC || header[1] != VERSION {
+        return None;
+    }
+    let flags = header[2];
+    if flags & F_FRESH == 0 || flags == F_TOMBSTONE {
+        return None;
+    }
+    let at = 3 + 8 * usize::from(flags & F_SLIDING != 0) + 8 * usize::from(flags & F_DEADLINE != 0);
+    Some(u64::from_le_bytes(header.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Bytes enough to hold any header ([`fresh_until`]).
+pub(crate) const HEADER_MAX: usize = 3 + 24;
 
 /// The bytes of a tombstone for generation `gen` (what `tombstone()` in `common.lua` writes).
 #[cfg(test)]
@@ -164,6 +193,11 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored
     } else {
         None
     };
+    let fresh_until_ms = if flags & F_FRESH != 0 {
+        Some(word(&mut at)?)
+    } else {
+        None
+    };
     let payload = if flags & F_LZ4 != 0 {
         let (size, block) = bytes[at..]
             .split_first_chunk::<4>()
@@ -197,6 +231,7 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored
         payload,
         sliding_ms,
         deadline_ms,
+        fresh_until_ms,
     }))
 }
 
@@ -214,17 +249,31 @@ mod tests {
     #[test]
     fn round_trips_plain_and_compressed() {
         let small = b"hello".to_vec();
-        let sealed = seal(&small, 1024, None, None);
+        let sealed = seal(&small, 1024, None, None, None);
         assert_eq!(sealed[..3], [MAGIC, VERSION, 0]);
         assert_eq!(value(sealed).payload, small);
 
         let big = vec![7u8; 10_000];
-        let sealed = seal(&big, 1024, Some(5_000), Some(99));
+        let sealed = seal(&big, 1024, Some(5_000), Some(99), None);
         assert!(sealed.len() < 1_000, "compressible payload is compressed");
         let o = value(sealed);
         assert_eq!(o.payload, big);
         assert_eq!(o.sliding_ms, Some(5_000));
         assert_eq!(o.deadline_ms, Some(99));
+    }
+
+    #[test]
+    fn fresh_until_round_trips_and_reads_from_the_header() {
+        let sealed = seal(b"v", 1024, Some(5), Some(6), Some(1_700_000_000_000));
+        assert_eq!(
+            fresh_until(&sealed[..HEADER_MAX.min(sealed.len())]),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(value(sealed).fresh_until_ms, Some(1_700_000_000_000));
+        let plain = seal(b"v", 1024, None, None, Some(42));
+        assert_eq!(fresh_until(&plain), Some(42));
+        assert_eq!(fresh_until(&seal(b"v", 1024, None, None, None)), None);
+        assert_eq!(fresh_until(&tombstone(5)), None);
     }
 
     #[test]

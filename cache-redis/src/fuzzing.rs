@@ -49,5 +49,5 @@ pub fn seal_envelope(
     sliding_ms: Option<u64>,
     deadline_ms: Option<u64>,
 ) -> Vec<u8> {
-    envelope::seal(payload, compress_over, sliding_ms, deadline_ms)
+    envelope::seal(payload, compress_over, sliding_ms, deadline_ms, None)
 }

@@ -361,6 +361,8 @@ impl<S: LocalStore> LayeredBackend<S> {
             ttl,
             sliding: None,
             dependencies: base.dependencies.clone(),
+            // an L1 copy is never served stale: L2 answers stale reads
+            stale: None,
         }
     }
 

@@ -215,17 +215,23 @@ impl Tracker {
         }
     }
 
-    /// Reads `PTTL key` and the entry's forward list (its dependencies) on the tracking
-    /// connection (which, in default mode, makes Redis track the key for this node). `None`
-    /// when the connection is down or the commands failed.
+    /// Reads how long an L1 copy of `key` may live and the entry's forward list (its
+    /// dependencies) on the tracking connection (which, in default mode, makes Redis track the
+    /// key for this node): `PTTL key`, bounded by the end of the entry's fresh time when it has
+    /// a stale window (an L1 copy is never served stale). `None` when the connection is down or
+    /// the commands failed.
     pub(crate) async fn pre_read(
         con: Option<MultiplexedConnection>,
         key: String,
     ) -> Option<(i64, Vec<String>)> {
         let mut con = con?;
-        let (ms, list, old): (i64, Option<Vec<u8>>, Vec<String>) = redis::pipe()
+        let (ms, header, list, old): (i64, Vec<u8>, Option<Vec<u8>>, Vec<String>) = redis::pipe()
             .cmd("PTTL")
             .arg(&key)
+            .cmd("GETRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(crate::envelope::HEADER_MAX - 1)
             .cmd("GET")
             .arg(crate::keys::forward_list_key(&key))
             .cmd("SMEMBERS")
@@ -237,6 +243,20 @@ impl Tracker {
             .map(|b| crate::keys::decode_forward_list(&b))
             .unwrap_or_default();
         deps.extend(old);
+        let ms = match crate::envelope::fresh_until(&header) {
+            Some(until) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let fresh = (until as i64).saturating_sub(now).max(0);
+                if ms < 0 {
+                    fresh
+                } else {
+                    ms.min(fresh)
+                }
+            }
+            None => ms,
+        };
         Some((ms, deps))
     }
 }

@@ -41,7 +41,7 @@ fn write<S: LocalStore>(n: &LayeredBackend<S>, key: &str, v: u64, opts: &EntryOp
 fn read<S: LocalStore>(n: &LayeredBackend<S>, key: &str) -> Option<u64> {
     match n.get_blocking(&Key::from_text(key)).unwrap() {
         Lookup::Hit(h) => Some(h.into_typed::<u64>().unwrap()),
-        Lookup::Miss(_) => None,
+        Lookup::Miss(_) | Lookup::Stale { .. } => None,
     }
 }
 

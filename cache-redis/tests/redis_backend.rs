@@ -18,7 +18,7 @@ fn key(text: &str) -> Key {
 
 async fn miss(b: &dyn Backend, k: &Key) -> Lease {
     match b.get(k).await.expect("get") {
-        Lookup::Miss(l) => l,
+        Lookup::Miss(l) | Lookup::Stale { lease: l, .. } => l,
         Lookup::Hit(h) => panic!("expected a miss for {k}, got {h:?}"),
     }
 }
@@ -26,7 +26,7 @@ async fn miss(b: &dyn Backend, k: &Key) -> Lease {
 async fn hit<T: cache_core::Cacheable>(b: &dyn Backend, k: &Key) -> T {
     match b.get(k).await.expect("get") {
         Lookup::Hit(h) => h.into_typed().expect("decodes"),
-        Lookup::Miss(_) => panic!("expected a hit for {k}"),
+        Lookup::Miss(_) | Lookup::Stale { .. } => panic!("expected a hit for {k}"),
     }
 }
 

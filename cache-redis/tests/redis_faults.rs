@@ -21,7 +21,7 @@ async fn cached_call(b: &dyn Backend, i: u64) -> (u64, bool) {
             Ok(v) => (v, true),
             Err(_) => (compute, false),
         },
-        Ok(Lookup::Miss(lease)) => {
+        Ok(Lookup::Miss(lease) | Lookup::Stale { lease, .. }) => {
             let o = EntryOptions::new().depends_on(format!("n:{i}"));
             let _ = b.set(&k, value::share(compute), &o, lease).await;
             (compute, false)

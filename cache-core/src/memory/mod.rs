@@ -786,6 +786,14 @@ impl MemoryBackend {
         }
     }
 
+    /// The value of an entry past its fresh time but inside its stale window, and how long ago
+    /// it stopped being fresh.
+    fn stale(&self, key: &LocalKey<'_>) -> Option<(SharedValue, Duration)> {
+        let shard = self.shards[self.shard_of(key.hash)].0.read();
+        let (e, age) = shard.get_stale(key.hash, key.bytes, &self.clock)?;
+        Some((e.value.clone(), Duration::from_nanos(age)))
+    }
+
     /// [`Self::lookup_typed`] under LRU (a hit moves the entry: write lock, out of line).
     #[inline(never)]
     fn lookup_typed_lru<V: Clone + 'static>(&self, key: &LocalKey<'_>) -> Typed<V> {
@@ -816,7 +824,12 @@ impl MemoryBackend {
         let weight = (value.weight() as u64)
             .saturating_add(local.bytes.len() as u64)
             .saturating_add(text.len() as u64);
-        let expiry = Expiry::new(self.clock.now(), options.ttl, options.sliding);
+        let expiry = Expiry::new(
+            self.clock.now(),
+            options.ttl,
+            options.sliding,
+            options.stale,
+        );
         let key_bytes = store::KeyBytes::new(local.bytes);
         let shard_idx = self.shard_of(local.hash);
         let mut displaced = Displaced::default();
@@ -986,7 +999,14 @@ impl Backend for MemoryBackend {
                     Some(v) => Lookup::Hit(Hit::Local(v)),
                     None => Lookup::Miss(self.epochs.lease()),
                 },
-                LocalLookup::Miss(lease) => Lookup::Miss(lease),
+                LocalLookup::Miss(lease) => match self.stale(&key.local()) {
+                    Some((v, age)) => Lookup::Stale {
+                        hit: Hit::Local(v),
+                        lease,
+                        age,
+                    },
+                    None => Lookup::Miss(lease),
+                },
                 LocalLookup::Remote => Lookup::Miss(self.epochs.lease()),
             },
         )

@@ -38,10 +38,17 @@ pub(crate) struct Expiry {
     ttl_deadline: u64,
     /// The sliding window in nanoseconds, or `NEVER` for none.
     sliding: u64,
+    /// How long (ns) past `deadline` the entry stays, readable only as stale (0: none).
+    grace: u64,
 }
 
 impl Expiry {
-    pub(crate) fn new(now: u64, ttl: Option<Duration>, sliding: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        now: u64,
+        ttl: Option<Duration>,
+        sliding: Option<Duration>,
+        stale: Option<Duration>,
+    ) -> Self {
         let ttl_deadline = ttl.map_or(NEVER, |t| now.saturating_add(duration_nanos(t)));
         let sliding = sliding.map_or(NEVER, |s| duration_nanos(s).min(NEVER - 1));
         let deadline = if sliding == NEVER {
@@ -53,6 +60,7 @@ impl Expiry {
             deadline: AtomicU64::new(deadline),
             ttl_deadline,
             sliding,
+            grace: stale.map_or(0, duration_nanos),
         }
     }
 
@@ -83,12 +91,23 @@ impl Expiry {
             deadline: AtomicU64::new(self.deadline.load(Relaxed)),
             ttl_deadline: self.ttl_deadline,
             sliding: self.sliding,
+            grace: self.grace,
         }
     }
 
-    /// Whether the entry is expired at `now`.
+    /// Whether the entry is gone at `now` (past its deadline and its stale window).
     pub(crate) fn expired_at(&self, now: u64) -> bool {
-        self.deadline.load(Relaxed) <= now
+        self.deadline.load(Relaxed).saturating_add(self.grace) <= now
+    }
+
+    /// How long (ns) ago the entry stopped being fresh, if it is inside its stale window.
+    fn stale_age(&self, now: u64) -> Option<u64> {
+        let deadline = self.deadline.load(Relaxed);
+        if self.grace == 0 || deadline == NEVER || now < deadline {
+            return None;
+        }
+        let age = now - deadline;
+        (age < self.grace).then_some(age)
     }
 }
 
@@ -384,6 +403,14 @@ impl Shard {
             return None;
         }
         Some((e, slot))
+    }
+
+    /// An entry past its fresh time but inside its stale window, and how long ago (ns) it
+    /// stopped being fresh. Not a hit: nothing is counted or moved.
+    pub(crate) fn get_stale(&self, hash: u64, key: &[u8], clock: &Clock) -> Option<(&Entry, u64)> {
+        let (e, _) = self.find_entry(hash, key)?;
+        let age = e.expiry.stale_age(clock.now())?;
+        Some((e, age))
     }
 
     /// The LRU hit path, under the write lock: moves the entry to the front.

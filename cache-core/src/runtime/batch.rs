@@ -180,7 +180,8 @@ impl<K: Clone + KeyPart, V: Cacheable> BatchFill<K, V> {
                         self.states[i] = State::Uncached;
                     }
                 },
-                Lookup::Miss(lease) => {
+                // a batch item is not served stale: its stale value is a miss
+                Lookup::Miss(lease) | Lookup::Stale { lease, .. } => {
                     self.cache.counters.misses.incr();
                     self.states[i] = State::Lead(lease, None);
                 }

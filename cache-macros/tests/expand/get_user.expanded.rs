@@ -39,6 +39,12 @@ fn __cache_core_get_user() -> &'static ::cache_core::__private::FnCache {
         cache_none: true,
         lock: true,
         custom_key: false,
+        resilience: ::cache_core::__private::Resilience {
+            stale_while_revalidate: ::core::option::Option::None,
+            stale_if_error: ::core::option::Option::None,
+            timeout: ::core::option::Option::None,
+            refresh_ahead: ::core::option::Option::None,
+        },
     });
     &CACHE
 }
