@@ -101,6 +101,8 @@ impl Drop for Waiting<'_> {
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<Box<[u8]>, Arc<Flight>>>,
+    /// Keys with a background refresh started and not yet finished (one at a time per key).
+    refreshing: Mutex<std::collections::HashSet<Box<[u8]>>>,
     /// Flights ended so far: a caller that missed before a flight ended and leads after it
     /// must look again (the ended leader may have stored the value).
     ended: std::sync::atomic::AtomicU64,
@@ -139,9 +141,16 @@ impl Flights {
         keys.map(|key| self.join_locked(&mut map, key)).collect()
     }
 
-    /// Whether someone is computing `key` now.
-    pub(crate) fn is_running(&self, key: &[u8]) -> bool {
-        self.map.lock().contains_key(key)
+    /// Claims the background refresh of `key`: `None` when one is already under way. The
+    /// claim ends when the guard is dropped (the refresh finished, failed or was cancelled).
+    pub(crate) fn start_refresh(&'static self, key: &[u8]) -> Option<RefreshClaim> {
+        if self.map.lock().contains_key(key) || !self.refreshing.lock().insert(key.into()) {
+            return None;
+        }
+        Some(RefreshClaim {
+            flights: self,
+            key: key.into(),
+        })
     }
 
     /// Flights ended so far (see the field).
@@ -162,6 +171,18 @@ impl Flights {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.lock().len()
+    }
+}
+
+/// A claimed background refresh ([`Flights::start_refresh`]); dropping it ends the claim.
+pub(crate) struct RefreshClaim {
+    flights: &'static Flights,
+    key: Box<[u8]>,
+}
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        self.flights.refreshing.lock().remove(&self.key);
     }
 }
 

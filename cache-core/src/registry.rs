@@ -612,6 +612,31 @@ impl Drop for OverrideCount {
 }
 
 #[inline]
+/// Work started here that runs elsewhere (a background refresh, a body finishing after its
+/// timeout) keeps the scoped override in force here, if any.
+pub(crate) fn carry_override_async<F: Future + Send + 'static>(
+    fut: F,
+) -> std::pin::Pin<Box<dyn Future<Output = F::Output> + Send>>
+where
+    F::Output: Send,
+{
+    match scoped_override() {
+        Some(b) => Box::pin(with_backend(b, fut)),
+        None => Box::pin(fut),
+    }
+}
+
+/// [`carry_override_async`] for work run on another thread.
+pub(crate) fn carry_override<R>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> impl FnOnce() -> R + Send + 'static {
+    let over = scoped_override();
+    move || match over {
+        Some(b) => with_backend_blocking(b, f),
+        None => f(),
+    }
+}
+
 fn scoped_override() -> Option<Arc<dyn Backend>> {
     if OVERRIDES.load(Ordering::Relaxed) == 0 {
         return None;

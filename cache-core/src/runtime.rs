@@ -956,7 +956,9 @@ impl<V: Cacheable> Filler<V> {
         let fallback = self.fallback.take();
         let cache = self.cache;
         let key = self.key.clone();
-        let mut task = rt.spawn(self.fill_async(fut, to_value));
+        let mut task = rt.spawn(registry::carry_override_async(
+            self.fill_async(fut, to_value),
+        ));
         let r = match tokio::time::timeout(limit, &mut task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -986,11 +988,12 @@ impl<V: Cacheable> Filler<V> {
         let cache = self.cache;
         let key = self.key.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("cache-fill".into())
-            .spawn(move || {
-                let _ = tx.send(self.fill_blocking(f, to_value));
-            });
+        let spawned =
+            std::thread::Builder::new()
+                .name("cache-fill".into())
+                .spawn(registry::carry_override(move || {
+                    let _ = tx.send(self.fill_blocking(f, to_value));
+                }));
         let handle = match spawned {
             Ok(h) => h,
             Err(e) => {

@@ -59,8 +59,8 @@ pub(super) struct Call {
     resilience: Resilience,
     /// The driver can start a background refresh (the fn gave a refresher).
     can_refresh: bool,
-    /// A stale value was served: the driver starts a background refresh.
-    refresh: bool,
+    /// A stale value was served and this call claimed its refresh: the driver starts it.
+    refresh: Option<crate::flight::RefreshClaim>,
     /// Flights ended before the in-process lookup (see [`FnCache::recheck`]).
     flights_ended: u64,
     /// The lease of an in-process miss that is final (no backend read needed).
@@ -93,7 +93,7 @@ impl Call {
             mode,
             resilience,
             can_refresh: false,
-            refresh: false,
+            refresh: None,
             flights_ended,
             known_miss,
             removing: None,
@@ -179,8 +179,8 @@ impl Call {
         if self.can_refresh && self.resilience.serves_stale(age) {
             self.cache.counters.stale_hits.incr();
             self.cache.on_hit_known(self.key());
-            // one refresh per key at a time (a second one would follow the first's flight)
-            self.refresh = !self.cache.flights().is_running(self.key().local().bytes);
+            // one background refresh per key at a time
+            self.refresh = self.cache.flights().start_refresh(self.key().local().bytes);
             return Step::Done(Begin::Hit(v));
         }
         let fallback = self.resilience.falls_back(age).then_some(v);
@@ -280,9 +280,15 @@ impl Call {
                     self.followed(outcome)
                 }
                 Step::Done(begin) => {
-                    if let (true, Some(r), Some(rt)) = (self.refresh, refresher, &runtime) {
+                    if let (Some(claim), Some(r), Some(rt)) =
+                        (self.refresh.take(), refresher, &runtime)
+                    {
                         self.cache.counters.refreshes.incr();
-                        rt.spawn(r());
+                        let refresh = r();
+                        rt.spawn(crate::registry::carry_override_async(async move {
+                            refresh.await;
+                            drop(claim);
+                        }));
                     }
                     return begin;
                 }
@@ -314,8 +320,12 @@ impl Call {
                     self.followed(outcome)
                 }
                 Step::Done(begin) => {
-                    if let (true, Some(r)) = (self.refresh, refresher) {
-                        let job = r();
+                    if let (Some(claim), Some(r)) = (self.refresh.take(), refresher) {
+                        let refresh = r();
+                        let job = crate::registry::carry_override(move || {
+                            refresh();
+                            drop(claim);
+                        });
                         match std::thread::Builder::new()
                             .name("cache-refresh".into())
                             .spawn(job)
