@@ -49,6 +49,10 @@ mod template;
 /// | `lock = false` | no single flight: concurrent misses all run the body |
 /// | `version = 2` | bumps the key namespace (old entries are no longer read) |
 /// | `companions = false` | generate no companion items (required in trait impls) |
+/// | `stale_while_revalidate = "30s"` | after `ttl`, for up to 30 s more, a call returns the stale value at once and one background refresh replaces it (needs `ttl`; owned `Clone + Send + Sync + 'static` arguments, no `self` receiver) |
+/// | `stale_if_error = "1h"` | for a `Result` fn: an `Err` (or a `timeout`) returns a value at most 1 h past its `ttl`, as `Ok` |
+/// | `timeout = "200ms"` | with a stale value at hand (needs `stale_if_error`), a slower body returns it and finishes in the background |
+/// | `refresh_ahead = "10s"` | a call within the last 10 s of `ttl` is served and starts one background refresh (shorter than `ttl`) |
 /// | `batch(ids)` | one entry per item of the collection parameter `ids` (`Vec<K>`, `&[K]`, `HashSet<K>`, `BTreeSet<K>`, `VecDeque<K>`); the fn returns a map `HashMap<K, V>` / `BTreeMap<K, V>` (optionally in a `Result`) and its body is called once with only the items that missed; `{ids}` in templates is the item; an item the body does not return is cached as absent unless `cache_none = false` |
 ///
 /// Works on sync and async fns, free fns and methods (inherent and, with `companions = false`,
