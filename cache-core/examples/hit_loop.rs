@@ -1,0 +1,50 @@
+//! A fixed number of cache hits, for counting instructions with callgrind (instruction counts do
+//! not move with the machine's noise, unlike times). The per-hit cost is the difference of two
+//! runs divided by the difference of their counts:
+//!
+//! ```text
+//! cargo build --release -p cache-core --example hit_loop
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/hit_loop u64 1000000
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/hit_loop u64 2000000
+//! ```
+//!
+//! Kinds: `u64` (a sync fn, 4 hot keys), `async` (an async fn on a current-thread runtime, 4
+//! hot keys).
+
+use std::hint::black_box;
+
+#[cache_core::cached]
+fn hit_u64(x: u64) -> u64 {
+    x.wrapping_mul(3)
+}
+
+#[cache_core::cached]
+async fn hit_async(x: u64) -> u64 {
+    x.wrapping_mul(3)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_else(|| "u64".into());
+    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let mut sum = 0u64;
+    match kind.as_str() {
+        "u64" => {
+            for i in 0..n {
+                sum = sum.wrapping_add(hit_u64(black_box(i & 3)));
+            }
+        }
+        "async" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                for i in 0..n {
+                    sum = sum.wrapping_add(hit_async(black_box(i & 3)).await);
+                }
+            });
+        }
+        other => panic!("unknown kind {other}: u64 or async"),
+    }
+    println!("{sum}");
+}
