@@ -26,7 +26,10 @@ async fn hit_async(x: u64) -> u64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "u64".into());
-    let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let mut sum = 0u64;
     match kind.as_str() {
         "u64" => {

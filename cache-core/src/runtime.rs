@@ -448,7 +448,9 @@ impl FnCache {
                     Begin::Fill(Filler::passthrough(self, None))
                 }
                 Err(Some((flights_ended, known_miss))) => {
-                    self.begin_async_rest(
+                    // boxed: the rest of a call is a large state machine; a hit should not
+                    // build or move a future that has room for it
+                    Box::pin(self.begin_async_rest(
                         args,
                         info,
                         deps,
@@ -456,7 +458,7 @@ impl FnCache {
                         refresher,
                         flights_ended,
                         known_miss,
-                    )
+                    ))
                     .await
                 }
             }
