@@ -277,3 +277,53 @@ async fn refresh_ahead_keeps_a_hot_key_from_ever_missing() {
     })
     .await;
 }
+
+// ---------- the same settings on a profile ----------
+
+static PROFILED_FAIL: AtomicBool = AtomicBool::new(false);
+static PROFILED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[cached(profile = "resilient")]
+async fn profiled(id: u64) -> Result<u64, String> {
+    let n = PROFILED_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    if PROFILED_FAIL.load(Ordering::SeqCst) {
+        return Err("down".into());
+    }
+    Ok(id * 100 + n)
+}
+
+#[tokio::test]
+async fn a_profile_carries_the_resilience_settings() {
+    use cache_core::registry::{configure, Profile};
+    let bad = configure()
+        .profile(
+            "bad",
+            Profile::new()
+                .ttl(Duration::from_secs(10))
+                .refresh_ahead(Duration::from_secs(10)),
+        )
+        .apply();
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("profile.bad.refresh_ahead"));
+    configure()
+        .profile(
+            "resilient",
+            Profile::new()
+                .ttl(Duration::from_secs(10))
+                .stale_if_error(Duration::from_secs(3600)),
+        )
+        .apply()
+        .unwrap();
+    let (b, clock) = backend();
+    registry::with_backend(b, async {
+        assert_eq!(profiled(8).await, Ok(801));
+        clock.advance(Duration::from_secs(11));
+        PROFILED_FAIL.store(true, Ordering::SeqCst);
+        assert_eq!(profiled(8).await, Ok(801), "the profile's stale_if_error");
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(profiled(8).await, Err("down".to_string()));
+    })
+    .await;
+}

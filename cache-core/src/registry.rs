@@ -508,6 +508,34 @@ impl Config {
                     "must be greater than zero (leave it unset for no sliding expiration)",
                 ));
             }
+            let r = &p.resilience;
+            for (field, set) in [
+                ("stale_while_revalidate", r.stale_while_revalidate),
+                ("stale_if_error", r.stale_if_error),
+                ("timeout", r.timeout),
+                ("refresh_ahead", r.refresh_ahead),
+            ] {
+                if set.is_some() && p.ttl.is_none() {
+                    return Err(CacheError::config(
+                        format!("profile.{name}.{field}"),
+                        "works from the entry's expiry: set a ttl too",
+                    ));
+                }
+            }
+            if r.timeout.is_some() && r.stale_if_error.is_none() {
+                return Err(CacheError::config(
+                    format!("profile.{name}.timeout"),
+                    "returns the stale value when the body is slow: set stale_if_error too",
+                ));
+            }
+            if let (Some(ahead), Some(ttl)) = (r.refresh_ahead, p.ttl) {
+                if ahead >= ttl {
+                    return Err(CacheError::config(
+                        format!("profile.{name}.refresh_ahead"),
+                        "must be shorter than the ttl",
+                    ));
+                }
+            }
         }
         update(|cur| {
             let mut profiles = cur.profiles.clone();

@@ -491,9 +491,10 @@ impl Plan<'_> {
         } else {
             (quote!(begin_blocking), quote!(fill_blocking), quote!())
         };
-        // stale_if_error / timeout: the fill may return the stale value (`Ok(v)`) instead
+        // stale_if_error / timeout (the fn's, or its profile's stale_if_error): the fill of a
+        // `Result` fn may return the stale value (`Ok(v)`) in place of an `Err`
         let mut guard = quote!();
-        if self.opts.stale_if_error.is_some() {
+        if self.ret.kind == RetKind::Result {
             let kind = if self.opts.timeout.is_some() {
                 "timed"
             } else {

@@ -183,3 +183,89 @@ async fn stale_if_error_and_timeout_on_redis() {
     })
     .await;
 }
+
+static AHEAD_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[cached(ttl = "600ms", refresh_ahead = "400ms")]
+async fn ahead(id: u64) -> u64 {
+    id * 100 + AHEAD_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_on_redis_keeps_a_key_read_continuously_from_missing() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    registry::with_backend(node(&server), async {
+        ahead(3).await;
+        // read for six ttls: every call is served from Redis (fresh or inside the last 400 ms,
+        // with a refresh), none waits for a miss
+        let end = std::time::Instant::now() + Duration::from_millis(3600);
+        let mut calls = 0u64;
+        while std::time::Instant::now() < end {
+            ahead(3).await;
+            calls += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = ahead_cache().stats();
+        assert!(s.refreshes >= 4, "refreshed ahead of expiry: {s:?}");
+        // hits count the stale ones too; the misses are the first call's and the refreshes'
+        assert_eq!(s.hits, calls, "every foreground call was a hit: {s:?}");
+        assert_eq!(
+            AHEAD_RUNS.load(Ordering::SeqCst),
+            1 + s.refreshes,
+            "the body ran only for the first fill and the refreshes"
+        );
+    })
+    .await;
+}
+
+static LAYERED_FAIL: AtomicBool = AtomicBool::new(false);
+static LAYERED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[cached(ttl = "300ms", stale_if_error = "1m")]
+async fn layered_row(id: u64) -> Result<u64, String> {
+    let n = LAYERED_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    if LAYERED_FAIL.load(Ordering::SeqCst) {
+        return Err("down".into());
+    }
+    Ok(id * 100 + n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layered_node_serves_the_stale_value_from_redis_never_from_l1() {
+    use cache_redis::{Coherence, LayeredBackend, TrackingMode};
+    let Some(server) = common::server() else {
+        return;
+    };
+    let layered = LayeredBackend::builder(common::connect(&server))
+        .coherence(Coherence::Tracking(TrackingMode::Default))
+        .build()
+        .unwrap();
+    assert!(layered.wait_coherent(DEADLINE));
+    registry::with_backend(Arc::new(layered), async {
+        assert_eq!(layered_row(4).await, Ok(401));
+        assert_eq!(layered_row(4).await, Ok(401), "an L1 hit");
+        for _ in 0..1000 {
+            if layered_row_entry(4).get().await.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            layered_row_entry(4).get().await,
+            None,
+            "no longer fresh, in L1 or L2"
+        );
+        LAYERED_FAIL.store(true, Ordering::SeqCst);
+        assert_eq!(
+            layered_row(4).await,
+            Ok(401),
+            "the stale value from L2 in place of the Err"
+        );
+        assert_eq!(LAYERED_RUNS.load(Ordering::SeqCst), 2);
+        LAYERED_FAIL.store(false, Ordering::SeqCst);
+        assert_eq!(layered_row(4).await, Ok(403));
+    })
+    .await;
+}

@@ -18,7 +18,12 @@ pub async fn get_user(db: &Db, id: u64) -> Result<User, DbError> {
     match __cache_core_begin {
         ::cache_core::__private::Begin::Hit(__v) => ::core::result::Result::Ok(__v),
         ::cache_core::__private::Begin::Fill(__f) => {
-            __f.fill_async(get_user_uncached(db, id), |__r| __r.as_ref().ok().cloned())
+            __f.fill_async_guarded(
+                    get_user_uncached(db, id),
+                    |__r| __r.as_ref().ok().cloned(),
+                    |__r| ::core::result::Result::is_err(__r),
+                    ::core::result::Result::Ok,
+                )
                 .await
         }
     }
@@ -84,7 +89,12 @@ pub async fn get_user_refresh(db: &Db, id: u64) -> Result<User, DbError> {
     match __cache_core_begin {
         ::cache_core::__private::Begin::Hit(__v) => ::core::result::Result::Ok(__v),
         ::cache_core::__private::Begin::Fill(__f) => {
-            __f.fill_async(get_user_uncached(db, id), |__r| __r.as_ref().ok().cloned())
+            __f.fill_async_guarded(
+                    get_user_uncached(db, id),
+                    |__r| __r.as_ref().ok().cloned(),
+                    |__r| ::core::result::Result::is_err(__r),
+                    ::core::result::Result::Ok,
+                )
                 .await
         }
     }
