@@ -77,3 +77,23 @@ async fn async_free_fn_caches_only_ok() {
     })
     .await;
 }
+
+/// A value behind an `Arc` is cached as users write it (serde's `rc` feature comes with
+/// cache-core): the hit clones the `Arc`, not the map.
+#[cache_core::cached]
+fn config(env: String) -> std::sync::Arc<std::collections::HashMap<String, String>> {
+    std::sync::Arc::new(std::collections::HashMap::from([("env".to_string(), env)]))
+}
+
+#[test]
+fn arc_values_are_cacheable() {
+    cache_core::registry::with_backend_blocking(
+        std::sync::Arc::new(cache_core::MemoryBackend::new()),
+        || {
+            let a = config("prod".into());
+            let b = config("prod".into());
+            assert!(std::sync::Arc::ptr_eq(&a, &b), "the hit is the same Arc");
+            assert_eq!(b["env"], "prod");
+        },
+    );
+}

@@ -208,21 +208,11 @@ impl CachedOptions {
                 }
             },
             "stale_while_revalidate" => {
-                let v = value(meta, "stale_while_revalidate = \"30s\"")?;
-                self.stale_while_revalidate = Some((duration(v)?, span_of(meta)));
+                self.stale_while_revalidate = Some(spanned_duration(meta, "30s")?)
             }
-            "stale_if_error" => {
-                let v = value(meta, "stale_if_error = \"1h\"")?;
-                self.stale_if_error = Some((duration(v)?, span_of(meta)));
-            }
-            "timeout" => {
-                let v = value(meta, "timeout = \"200ms\"")?;
-                self.timeout = Some((duration(v)?, span_of(meta)));
-            }
-            "refresh_ahead" => {
-                let v = value(meta, "refresh_ahead = \"10s\"")?;
-                self.refresh_ahead = Some((duration(v)?, span_of(meta)));
-            }
+            "stale_if_error" => self.stale_if_error = Some(spanned_duration(meta, "1h")?),
+            "timeout" => self.timeout = Some(spanned_duration(meta, "200ms")?),
+            "refresh_ahead" => self.refresh_ahead = Some(spanned_duration(meta, "10s")?),
             "batch" => {
                 let usage = "`batch` takes the name of the collection parameter: `batch(ids)`";
                 let Meta::List(list) = meta else {
@@ -325,6 +315,17 @@ fn lit_bool(expr: &Expr, option: &str) -> syn::Result<bool> {
             format!("`{option}` takes `true` or `false`"),
         )),
     }
+}
+
+/// `name = "<duration>"` and the option's span (`example` shows a value in the error).
+fn spanned_duration(meta: &Meta, example: &str) -> syn::Result<(u64, Span)> {
+    let name = meta
+        .path()
+        .get_ident()
+        .map(Ident::to_string)
+        .unwrap_or_default();
+    let v = value(meta, &format!("{name} = \"{example}\""))?;
+    Ok((duration(v)?, span_of(meta)))
 }
 
 fn duration(expr: &Expr) -> syn::Result<u64> {

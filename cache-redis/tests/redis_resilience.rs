@@ -48,15 +48,20 @@ async fn swr(id: u64) -> u64 {
     id * 100 + n
 }
 
-/// Waits until the entry of `swr(id)` is no longer fresh (it may still be stale).
-async fn until_stale(id: u64) {
+/// Waits (at most 20 s) until `fresh` says an entry is no longer fresh (it may still be
+/// stale: the entry handle reads fresh values only).
+async fn until_not_fresh<F: std::future::Future<Output = bool>>(mut fresh: impl FnMut() -> F) {
     for _ in 0..1000 {
-        if swr_entry(id).get().await.is_none() {
+        if !fresh().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("the entry never went stale");
+    panic!("the entry never stopped being fresh");
+}
+
+async fn until_stale(id: u64) {
+    until_not_fresh(|| async move { swr_entry(id).get().await.is_some() }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,16 +154,7 @@ async fn stale_if_error_and_timeout_on_redis() {
     let a = node(&server);
     registry::with_backend(a, async {
         assert_eq!(sie(2).await, Ok(201));
-        let stale = || async {
-            for _ in 0..1000 {
-                if sie_entry(2).get().await.is_none() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("never stale");
-        };
-        stale().await;
+        until_not_fresh(|| async { sie_entry(2).get().await.is_some() }).await;
         SIE_FAIL.store(true, Ordering::SeqCst);
         assert_eq!(sie(2).await, Ok(201), "the stale value in place of the Err");
         assert_eq!(sie_cache().stats().stale_if_error_served, 1);
@@ -246,17 +242,8 @@ async fn a_layered_node_serves_the_stale_value_from_redis_never_from_l1() {
     registry::with_backend(Arc::new(layered), async {
         assert_eq!(layered_row(4).await, Ok(401));
         assert_eq!(layered_row(4).await, Ok(401), "an L1 hit");
-        for _ in 0..1000 {
-            if layered_row_entry(4).get().await.is_none() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(
-            layered_row_entry(4).get().await,
-            None,
-            "no longer fresh, in L1 or L2"
-        );
+        // no longer fresh, in L1 or L2
+        until_not_fresh(|| async { layered_row_entry(4).get().await.is_some() }).await;
         LAYERED_FAIL.store(true, Ordering::SeqCst);
         assert_eq!(
             layered_row(4).await,
@@ -266,6 +253,40 @@ async fn a_layered_node_serves_the_stale_value_from_redis_never_from_l1() {
         assert_eq!(LAYERED_RUNS.load(Ordering::SeqCst), 2);
         LAYERED_FAIL.store(false, Ordering::SeqCst);
         assert_eq!(layered_row(4).await, Ok(403));
+    })
+    .await;
+}
+
+static BRIEF_FAIL: AtomicBool = AtomicBool::new(false);
+
+#[cached(ttl = "200ms", stale_if_error = "400ms")]
+async fn brief(id: u64) -> Result<u64, String> {
+    if BRIEF_FAIL.load(Ordering::SeqCst) {
+        return Err("down".into());
+    }
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_on_redis_ends_with_its_window() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    registry::with_backend(node(&server), async {
+        assert_eq!(brief(9).await, Ok(9));
+        until_not_fresh(|| async { brief_entry(9).get().await.is_some() }).await;
+        BRIEF_FAIL.store(true, Ordering::SeqCst);
+        assert_eq!(brief(9).await, Ok(9), "stale in place of the Err");
+        // once Redis has expired the key (ttl + window), the Err comes through
+        let mut last = Ok(9);
+        for _ in 0..500 {
+            last = brief(9).await;
+            if last.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(last, Err("down".to_string()));
     })
     .await;
 }

@@ -253,15 +253,25 @@ impl Db {
         self.kind
     }
 
+    /// Creates and seeds the tables in one transaction. On PostgreSQL the transaction first
+    /// takes an advisory lock, so nodes starting together on an empty database migrate one
+    /// after the other (concurrent `CREATE TABLE IF NOT EXISTS` statements race in PostgreSQL:
+    /// "type \"teams\" already exists").
     async fn migrate_and_seed(&self) -> Result<(), AppError> {
+        let mut tx = self.pool.begin().await?;
+        if self.kind == "postgres" {
+            sqlx::query("SELECT pg_advisory_xact_lock(8161209)")
+                .execute(&mut *tx)
+                .await?;
+        }
         for statement in SCHEMA {
-            sqlx::query(statement).execute(&self.pool).await?;
+            sqlx::query(statement).execute(&mut *tx).await?;
         }
         for (id, name) in TEAMS {
             sqlx::query("INSERT INTO teams (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
                 .bind(id)
                 .bind(*name)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
         for (id, name, team) in USERS {
@@ -273,15 +283,16 @@ impl Db {
             .bind(*name)
             .bind(format!("{}@example.com", name.to_lowercase()))
             .bind(team)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         }
         sqlx::query(
             "INSERT INTO counters (name, value) VALUES ('users', $1) ON CONFLICT (name) DO NOTHING",
         )
         .bind(USERS.len() as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
