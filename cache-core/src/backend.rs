@@ -437,6 +437,28 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (key, lease);
     }
 
+    /// A background refresh of `key`'s stale value is about to run the body: a backend shared by
+    /// several processes takes the key's fill lock here (distributed single flight), so one
+    /// process of the fleet refreshes; `false` means another holds it and this refresh is
+    /// dropped (its caller was served the stale value already). A backend without such a lock
+    /// answers `true`. The lock ends as a fill's does: with the store, or with
+    /// [`Self::abandon`].
+    ///
+    /// ```
+    /// use cache_core::{Backend, Key, MemoryBackend};
+    /// let b = MemoryBackend::new();
+    /// assert!(b.claim_refresh_blocking(&Key::from_text("k")));
+    /// ```
+    fn claim_refresh<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, bool> {
+        let _ = key;
+        Box::pin(std::future::ready(true))
+    }
+    /// Claims a background refresh (blocking form of [`Self::claim_refresh`]).
+    fn claim_refresh_blocking(&self, key: &Key) -> bool {
+        let _ = key;
+        true
+    }
+
     /// Removes an entry and, transitively, every entry depending on its key.
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>>;
     /// Removes an entry (blocking form).

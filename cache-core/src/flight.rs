@@ -153,6 +153,11 @@ impl Flights {
         })
     }
 
+    /// Background refreshes under way.
+    pub(crate) fn refreshing(&self) -> usize {
+        self.refreshing.lock().len()
+    }
+
     /// Flights ended so far (see the field).
     #[inline]
     pub(crate) fn ended(&self) -> u64 {

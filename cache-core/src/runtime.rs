@@ -581,6 +581,12 @@ impl FnCache {
         }
     }
 
+    /// Background refreshes of this fn's entries under way (stale-while-revalidate,
+    /// refresh-ahead). For tests and diagnostics.
+    pub fn refreshes_running(&self) -> usize {
+        self.flights.get().map_or(0, Flights::refreshing)
+    }
+
     /// Callers now waiting for another caller's computation of the same key (single flight).
     /// For tests and diagnostics.
     pub fn waiting_callers(&self) -> usize {

@@ -452,6 +452,37 @@ impl Inner {
         });
     }
 
+    /// Takes the key's distributed lock for a background refresh (`SET NX`; this node's own
+    /// lock counts as taken). `true` without a distributed lock, and when Redis cannot be asked
+    /// (fail-open: a refresh too many is better than none).
+    async fn claim_refresh(self: Arc<Self>, text: Arc<str>) -> bool {
+        let Some(ttl) = self.lock_ttl else {
+            return true;
+        };
+        let lock = self.layout.lock(&text);
+        let token = self.instance.clone();
+        let px = ttl.as_millis().max(1) as u64;
+        let r = self
+            .run("claim", |mut con| async move {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&lock)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(px)
+                    .query_async(&mut con)
+                    .await?;
+                if set.is_some() {
+                    return Ok(true);
+                }
+                let holder: Option<String> =
+                    redis::cmd("GET").arg(&lock).query_async(&mut con).await?;
+                Ok(holder.as_deref() == Some(token.as_str()))
+            })
+            .await;
+        r.unwrap_or(true)
+    }
+
     /// Releases the distributed lock of a fill that will not store (in the background: the
     /// caller does not wait).
     fn abandon(self: &Arc<Self>, text: &str) {
@@ -1202,6 +1233,21 @@ impl Backend for RedisBackend {
 
     fn abandon(&self, key: &Key, _lease: Lease) {
         self.inner.abandon(key.text());
+    }
+
+    fn claim_refresh<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, bool> {
+        let fut = self.inner.clone().claim_refresh(key.text_arc().clone());
+        Box::pin(async move {
+            self.on_runtime(async move { Ok(fut.await) })
+                .await
+                .unwrap_or(true)
+        })
+    }
+
+    fn claim_refresh_blocking(&self, key: &Key) -> bool {
+        let fut = self.inner.clone().claim_refresh(key.text_arc().clone());
+        self.block("claim", async move { Ok(fut.await) })
+            .unwrap_or(true)
     }
 
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {

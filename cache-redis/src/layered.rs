@@ -589,6 +589,14 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
         self.l2.abandon(key, lease);
     }
 
+    fn claim_refresh<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, bool> {
+        self.l2.claim_refresh(key)
+    }
+
+    fn claim_refresh_blocking(&self, key: &Key) -> bool {
+        self.l2.claim_refresh_blocking(key)
+    }
+
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let r = self.l2.remove(key).await;

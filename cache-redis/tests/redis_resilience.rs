@@ -290,3 +290,77 @@ async fn stale_if_error_on_redis_ends_with_its_window() {
     })
     .await;
 }
+
+static FLEET_RUNS: AtomicU64 = AtomicU64::new(0);
+static FLEET_GATE: Gate = Gate::open();
+
+async fn fleet_body(id: u64) -> u64 {
+    let n = FLEET_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+    FLEET_GATE.pass().await;
+    id * 100 + n
+}
+
+// Two nodes of one fleet in one process: two fns with one custom key share the Redis entry but
+// not their in-process flights, as two processes would.
+#[cached(key = "fleet:{id}", ttl = "300ms", stale_while_revalidate = "1m")]
+async fn fleet_a(id: u64) -> u64 {
+    fleet_body(id).await
+}
+
+#[cached(key = "fleet:{id}", ttl = "300ms", stale_while_revalidate = "1m")]
+async fn fleet_b(id: u64) -> u64 {
+    fleet_body(id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_distributed_lock_one_node_of_the_fleet_refreshes() {
+    let Some(server) = common::server() else {
+        return;
+    };
+    let lock = |s: &RedisServer| -> Arc<dyn Backend> {
+        Arc::new(
+            common::builder(s)
+                .distributed_lock(Duration::from_secs(10))
+                .connect_blocking()
+                .unwrap(),
+        )
+    };
+    let (a, b) = (lock(&server), lock(&server));
+    assert_eq!(registry::with_backend(a.clone(), fleet_a(7)).await, 701);
+    registry::with_backend(
+        a.clone(),
+        until_not_fresh(|| async { fleet_a_entry(7).get().await.is_some() }),
+    )
+    .await;
+    FLEET_GATE.set(false);
+    // node A serves the stale value and its refresh takes the key's lock (the body is held)
+    assert_eq!(registry::with_backend(a.clone(), fleet_a(7)).await, 701);
+    common::eventually("node A's refresh to run the body", DEADLINE, || {
+        FLEET_RUNS.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // node B serves the stale value too; its refresh finds the lock taken and ends without
+    // running the body (which is still held: a refresh in it would not end)
+    assert_eq!(registry::with_backend(b.clone(), fleet_b(7)).await, 701);
+    assert_eq!(fleet_b_cache().stats().refreshes, 1);
+    common::eventually("node B's refresh to end", DEADLINE, || {
+        __cache_core_fleet_b().refreshes_running() == 0
+    })
+    .await;
+    assert_eq!(
+        FLEET_RUNS.load(Ordering::SeqCst),
+        2,
+        "one body run for the fleet"
+    );
+    FLEET_GATE.set(true);
+    registry::with_backend(b, async {
+        for _ in 0..500 {
+            if fleet_b_entry(7).get().await == Some(702) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("node A's refresh never landed");
+    })
+    .await;
+}

@@ -34,6 +34,9 @@ pub(super) enum Step<V> {
     Remove,
     /// Wait for the flight's leader, then [`Call::followed`].
     Wait(Arc<Flight>),
+    /// A background refresh: `backend.claim_refresh(key)` (the fleet's lock), then
+    /// [`Call::claimed`].
+    Claim(Lease, V),
     /// The call's start is decided.
     Done(Begin<V>),
 }
@@ -170,12 +173,12 @@ impl Call {
     /// refresh replaces it (stale-while-revalidate, refresh-ahead), or kept to stand in for a
     /// failed or slow body (stale-if-error, timeout), or a plain miss.
     fn stale<V: Cacheable>(&mut self, hit: Hit, lease: Lease, age: Duration) -> Step<V> {
-        if self.mode == Mode::Revalidate {
-            return self.missed(lease, None);
-        }
         let Some(v) = self.cache.decode::<V>(&*self.backend, hit, self.key()) else {
             return self.missed(lease, None);
         };
+        if self.mode == Mode::Revalidate {
+            return Step::Claim(lease, v);
+        }
         if self.can_refresh && self.resilience.serves_stale(age) {
             self.cache.counters.stale_hits.incr();
             self.cache.on_hit_known(self.key());
@@ -185,6 +188,16 @@ impl Call {
         }
         let fallback = self.resilience.falls_back(age).then_some(v);
         self.missed(lease, fallback)
+    }
+
+    /// The fleet's answer to [`Step::Claim`]: refresh, or leave it to the process that holds
+    /// the key's lock (the stale value ends this call).
+    fn claimed<V: Cacheable>(&mut self, lease: Lease, stale: V, claimed: bool) -> Step<V> {
+        if claimed {
+            self.missed(lease, None)
+        } else {
+            Step::Done(Begin::Hit(stale))
+        }
     }
 
     /// A miss: compute it, lead its flight, or follow the caller computing it. `fallback`: a
@@ -279,6 +292,10 @@ impl Call {
                     let outcome = flight.wait().await;
                     self.followed(outcome)
                 }
+                Step::Claim(lease, stale) => {
+                    let claimed = backend.claim_refresh(self.key()).await;
+                    self.claimed(lease, stale, claimed)
+                }
                 Step::Done(begin) => {
                     if let (Some(claim), Some(r), Some(rt)) =
                         (self.refresh.take(), refresher, &runtime)
@@ -318,6 +335,10 @@ impl Call {
                 Step::Wait(flight) => {
                     let outcome = flight.wait_blocking();
                     self.followed(outcome)
+                }
+                Step::Claim(lease, stale) => {
+                    let claimed = backend.claim_refresh_blocking(self.key());
+                    self.claimed(lease, stale, claimed)
                 }
                 Step::Done(begin) => {
                     if let (Some(claim), Some(r)) = (self.refresh.take(), refresher) {

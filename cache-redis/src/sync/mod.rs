@@ -663,6 +663,14 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         self.local.abandon(key, lease);
     }
 
+    fn claim_refresh<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, bool> {
+        self.local.claim_refresh(key)
+    }
+
+    fn claim_refresh_blocking(&self, key: &Key) -> bool {
+        self.local.claim_refresh_blocking(key)
+    }
+
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let r = self.local.remove(key).await;
