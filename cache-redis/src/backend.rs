@@ -629,10 +629,13 @@ impl Inner {
             _ => None,
         };
         // a stale window: Redis keeps the entry that much longer; the envelope says when it
-        // stops being fresh
+        // stops being fresh (not with sliding expiry: a hit's PEXPIRE would not move the
+        // fresh-until time, so such entries have no stale window on Redis)
         let stale_ms = options.stale.map(|d| d.as_millis().max(1) as u64);
         let (px, fresh_until) = match (stale_ms, px) {
-            (Some(extra), px) if px > 0 => (px + extra, Some(unix_ms() + px)),
+            (Some(extra), px) if px > 0 && sliding_ms.is_none() => {
+                (px + extra, Some(unix_ms() + px))
+            }
             _ => (px, None),
         };
         let sealed = envelope::seal(

@@ -120,7 +120,12 @@ impl<V: Cacheable> Filler<V> {
         R: Send + 'static,
     {
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let (Some(limit), Some(rt), true) = (self.timeout, runtime, self.fallback.is_some()) else {
+        let (Some(limit), Some(rt), true, true) = (
+            self.timeout,
+            runtime,
+            self.fallback.is_some(),
+            timers_enabled(),
+        ) else {
             return self.fill_async_guarded(fut, to_value, is_err, wrap).await;
         };
         let fallback = self.fallback.take();
@@ -379,5 +384,32 @@ impl FnCache {
                 }
             }
         }
+    }
+}
+
+/// Whether the current tokio runtime has its timer enabled (a runtime built without
+/// `enable_time` panics when a timeout is created: the call then waits for the body instead).
+/// Tokio offers no query for it, so this creates a timer and catches the panic (under
+/// `panic = "abort"` it cannot, and assumes the timer is there, as nearly every runtime has).
+fn timers_enabled() -> bool {
+    if cfg!(panic = "abort") {
+        return true;
+    }
+    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timers_are_detected() {
+        let without = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!without.block_on(async { super::timers_enabled() }));
+        let with = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert!(with.block_on(async { super::timers_enabled() }));
     }
 }
