@@ -27,6 +27,7 @@
 //! ```
 
 pub mod alloc;
+pub mod cluster;
 pub mod tls;
 pub mod zipf;
 
@@ -141,6 +142,19 @@ impl RedisServer {
     /// Starts a server with no persistence on a free port and waits (bounded) for `PING`.
     pub fn start(bin: &Path) -> io::Result<Self> {
         Self::start_with(bin, &[])
+    }
+
+    /// Like [`RedisServer::start_with`], on a given port.
+    pub fn start_on(bin: &Path, port: u16, extra_args: &[&str]) -> io::Result<Self> {
+        let mut server = RedisServer {
+            bin: bin.to_path_buf(),
+            port,
+            args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tls: false,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
     }
 
     /// Like [`RedisServer::start`], with extra `redis-server` arguments (e.g.
