@@ -40,7 +40,7 @@ impl RedisCluster {
     /// `masters` masters with `replicas` replicas each, formed by `redis-cli --cluster create`
     /// (found next to `bin`); returns once every node reports `cluster_state:ok` (bounded).
     pub fn start(bin: &Path, masters: usize, replicas: usize) -> io::Result<Self> {
-        let mut cluster = Self::nodes(bin, masters * (1 + replicas))?;
+        let cluster = Self::nodes(bin, masters * (1 + replicas))?;
         let cli = bin.with_file_name("redis-cli");
         let mut cmd = Command::new(&cli);
         cmd.arg("--cluster").arg("create");
