@@ -197,11 +197,7 @@ impl<V: Cacheable> Filler<V> {
     ) -> R {
         let Some(mut target) = self.target else {
             let r = fut.await;
-            if let Some(key) = &self.key {
-                if context::is_collecting() {
-                    context::add_dependency(key.text());
-                }
-            }
+            self.cache.record_dependency(self.key.as_ref());
             return r;
         };
         let key = self.key.expect("a target has a key");
@@ -219,9 +215,7 @@ impl<V: Cacheable> Filler<V> {
                 .await;
             self.cache.after_set(&key, outcome, elapsed, v, &mut target);
         }
-        if context::is_collecting() {
-            context::add_dependency(key.text());
-        }
+        self.cache.record_dependency(Some(&key));
         r
     }
 
@@ -233,11 +227,7 @@ impl<V: Cacheable> Filler<V> {
     ) -> R {
         let Some(mut target) = self.target else {
             let r = f();
-            if let Some(key) = &self.key {
-                if context::is_collecting() {
-                    context::add_dependency(key.text());
-                }
-            }
+            self.cache.record_dependency(self.key.as_ref());
             return r;
         };
         let key = self.key.expect("a target has a key");
@@ -255,9 +245,7 @@ impl<V: Cacheable> Filler<V> {
                     .set_blocking(&key, v.clone(), &target.options, target.lease);
             self.cache.after_set(&key, outcome, elapsed, v, &mut target);
         }
-        if context::is_collecting() {
-            context::add_dependency(key.text());
-        }
+        self.cache.record_dependency(Some(&key));
         r
     }
 }
