@@ -459,6 +459,19 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// The queue `#[write_behind]` writes to entries of this backend go to: a durable one for
+    /// a backend shared by several processes (`cache-redis`: Redis Streams). `None` (the
+    /// default): the process's in-process
+    /// [`MemoryQueue`](crate::write_behind::MemoryQueue).
+    ///
+    /// ```
+    /// use cache_core::{Backend, MemoryBackend};
+    /// assert!(MemoryBackend::new().write_queue().is_none());
+    /// ```
+    fn write_queue(&self) -> Option<Arc<dyn crate::write_behind::WriteQueue>> {
+        None
+    }
+
     /// Removes an entry and, transitively, every entry depending on its key.
     fn remove<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<(), CacheError>>;
     /// Removes an entry (blocking form).

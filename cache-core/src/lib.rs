@@ -34,11 +34,12 @@ pub mod runtime;
 pub mod stats;
 pub mod value;
 pub mod weight;
+pub mod write_behind;
 
 pub use backend::{
     Backend, EntryOptions, Fill, Key, Lease, LocalKey, LocalLookup, Lookup, SetOutcome,
 };
-pub use cache_macros::{cache_put, cached, invalidates, KeyPart};
+pub use cache_macros::{cache_put, cached, invalidates, write_behind, KeyPart};
 pub use context::add_dependency;
 pub use error::CacheError;
 pub use key::KeyPart;
@@ -49,6 +50,7 @@ pub use runtime::{
 };
 pub use stats::{BackendStats, FnStats};
 pub use value::Cacheable;
+pub use write_behind::{flush_writes, flush_writes_blocking};
 
 /// Items used by the code the macros generate. Not a public API: names may change in any
 /// release.
@@ -61,8 +63,10 @@ pub mod __private {
         Mode, RawKey, Resilience,
     };
     pub use crate::value::Cacheable;
+    pub use crate::write_behind::{decode_args, queue_write_async, queue_write_blocking, Writer};
     pub use ::core::any::type_name;
     pub use ::core::time::Duration;
+    pub use ::inventory;
     pub use ::std::{format, module_path};
 
     /// Where the generated key closure writes a call's key arguments: the binary or the
@@ -123,6 +127,16 @@ pub mod __private {
     /// [`crate::runtime::BlockingRefresher`].
     pub fn refresh_job(f: impl FnOnce() + Send + 'static) -> Box<dyn FnOnce() + Send> {
         Box::new(f)
+    }
+
+    /// Runs a sync write-behind body on tokio's blocking pool (a panic is an `Err`).
+    pub async fn run_blocking(
+        f: impl FnOnce() -> Result<(), String> + Send + 'static,
+    ) -> Result<(), String> {
+        match ::tokio::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the body panicked: {e}")),
+        }
     }
 
     /// Type-checks a key parameter (the error points at the parameter).

@@ -53,6 +53,8 @@ pub struct FnCache {
     registered: AtomicBool,
     warned_profile: AtomicBool,
     flights: OnceLock<Flights>,
+    /// The `#[write_behind]` fns writing entries of this fn (found at its first miss).
+    writers: OnceLock<Box<[&'static crate::write_behind::Writer]>>,
 }
 
 pub use crate::functions::{all_stats, reset_all_stats};
@@ -80,7 +82,14 @@ impl FnCache {
             registered: AtomicBool::new(false),
             warned_profile: AtomicBool::new(false),
             flights: OnceLock::new(),
+            writers: OnceLock::new(),
         }
+    }
+
+    /// The `#[write_behind]` fns whose target is this fn: a miss reads their queued values.
+    pub(crate) fn writers(&'static self) -> &'static [&'static crate::write_behind::Writer] {
+        self.writers
+            .get_or_init(|| crate::write_behind::writers_of(self).into_boxed_slice())
     }
 
     /// The metadata.
@@ -659,7 +668,7 @@ impl FnCache {
         }
     }
 
-    fn backend(&self) -> Arc<dyn Backend> {
+    pub(crate) fn backend(&self) -> Arc<dyn Backend> {
         registry::current_backend(self.meta.profile)
     }
 }

@@ -17,6 +17,7 @@ mod invalidates;
 mod options;
 mod signature;
 mod template;
+mod write_behind;
 
 /// Caches a fn's results, keyed by its arguments.
 ///
@@ -197,6 +198,29 @@ pub fn invalidates(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn cache_put(attr: TokenStream, item: TokenStream) -> TokenStream {
     invalidates::expand(invalidates::Kind::CachePut, attr.into(), item.into()).into()
+}
+
+/// Write-behind: stores `value` as the target's cache entry, queues the call, and returns at
+/// once; the body runs later in the background flusher (`cache_core::write_behind`).
+///
+/// ```ignore
+/// #[cached(ttl = "10m")]
+/// async fn get_counter(id: u64) -> Result<u64, DbError> { db_read(id).await }
+///
+/// #[write_behind(get_counter(id), value = count, flush_after = "1s", max_attempts = 10, coalesce = true)]
+/// async fn save_counter(id: u64, count: u64) -> Result<(), DbError> { db_write(id, count).await }
+/// ```
+///
+/// Options: the target (a call of a free cached fn, with the key arguments), `value = <param>`
+/// (required), `flush_after` (default `"1s"`: how long a write waits; writes of one key within it
+/// coalesce), `max_attempts` (default 10, then the write is dead-lettered), `coalesce` (default
+/// `true`: of several queued writes of one key only the newest runs). The fn is free (no
+/// `self`), not generic, takes owned arguments (`Serialize + DeserializeOwned`), and returns
+/// `()` or `Result<(), E>` with `E: Debug`. Its body is kept as `<fn>_now` (runs it without the
+/// queue).
+#[proc_macro_attribute]
+pub fn write_behind(attr: TokenStream, item: TokenStream) -> TokenStream {
+    write_behind::expand(attr.into(), item.into()).into()
 }
 
 /// Derives `KeyPart` for a struct or an enum, so it can be a key parameter.

@@ -37,8 +37,18 @@ pub(super) enum Step<V> {
     /// A background refresh: `backend.claim_refresh(key)` (the fleet's lock), then
     /// [`Call::claimed`].
     Claim(Lease, V),
+    /// The fn is the target of `#[write_behind]` fns: read the queued value of the key, then
+    /// [`Call::pending_read`].
+    Pending(Pending<V>),
     /// The call's start is decided.
     Done(Begin<V>),
+}
+
+/// A miss waiting for the write-behind queue's answer.
+pub(super) struct Pending<V> {
+    lease: Lease,
+    fallback: Option<V>,
+    leader: Option<crate::flight::Leader<'static>>,
 }
 
 /// Why the entry is being removed.
@@ -211,10 +221,7 @@ impl Call {
             "cache miss"
         );
         if !cache.meta.lock {
-            return Step::Done(Begin::Fill(
-                self.filler(lease, None)
-                    .with_fallback(fallback, self.resilience.timeout),
-            ));
+            return self.compute(lease, fallback, None);
         }
         match cache.flights().join(self.key().local().bytes) {
             Join::Lead(leader) => {
@@ -223,13 +230,50 @@ impl Call {
                     leader.complete(value::share(v.clone()));
                     return Step::Done(Begin::Hit(v));
                 }
-                Step::Done(Begin::Fill(
-                    self.filler(lease, Some(leader))
-                        .with_fallback(fallback, self.resilience.timeout),
-                ))
+                self.compute(lease, fallback, Some(leader))
             }
             Join::Follow(flight) => Step::Wait(flight),
         }
+    }
+
+    /// The body is to run, unless a write of this key waits in a write-behind queue.
+    fn compute<V: Cacheable>(
+        &mut self,
+        lease: Lease,
+        fallback: Option<V>,
+        leader: Option<crate::flight::Leader<'static>>,
+    ) -> Step<V> {
+        if !self.cache.writers().is_empty() {
+            return Step::Pending(Pending {
+                lease,
+                fallback,
+                leader,
+            });
+        }
+        self.fill(Pending {
+            lease,
+            fallback,
+            leader,
+        })
+    }
+
+    fn fill<V: Cacheable>(&mut self, p: Pending<V>) -> Step<V> {
+        Step::Done(Begin::Fill(
+            self.filler(p.lease, p.leader)
+                .with_fallback(p.fallback, self.resilience.timeout),
+        ))
+    }
+
+    /// The write-behind queue's answer to [`Step::Pending`]: its queued value is the hit
+    /// (read-your-writes); none, or one that does not decode, runs the body.
+    fn pending_read<V: Cacheable>(&mut self, p: Pending<V>, found: Option<Vec<u8>>) -> Step<V> {
+        let Some(v) = found.and_then(|b| value::decode::<V>(&b).ok()) else {
+            return self.fill(p);
+        };
+        if let Some(leader) = p.leader {
+            leader.complete(value::share(v.clone()));
+        }
+        Step::Done(Begin::Hit(v))
     }
 
     /// The leader's outcome, for [`Step::Wait`]: its value, or (it gave up) a new lookup.
@@ -296,6 +340,15 @@ impl Call {
                     let claimed = backend.claim_refresh(self.key()).await;
                     self.claimed(lease, stale, claimed)
                 }
+                Step::Pending(p) => {
+                    let found = crate::write_behind::pending_async(
+                        self.cache.writers(),
+                        &*backend,
+                        self.key().text(),
+                    )
+                    .await;
+                    self.pending_read(p, found)
+                }
                 Step::Done(begin) => {
                     if let (Some(claim), Some(r), Some(rt)) =
                         (self.refresh.take(), refresher, &runtime)
@@ -339,6 +392,14 @@ impl Call {
                 Step::Claim(lease, stale) => {
                     let claimed = backend.claim_refresh_blocking(self.key());
                     self.claimed(lease, stale, claimed)
+                }
+                Step::Pending(p) => {
+                    let found = crate::write_behind::pending_blocking(
+                        self.cache.writers(),
+                        &*backend,
+                        self.key().text(),
+                    );
+                    self.pending_read(p, found)
                 }
                 Step::Done(begin) => {
                     if let (Some(claim), Some(r)) = (self.refresh.take(), refresher) {

@@ -26,6 +26,11 @@ impl<V> std::fmt::Debug for EntryRef<V> {
 }
 
 impl<V: Cacheable> EntryRef<V> {
+    /// The fn's cache.
+    pub(crate) fn cache_ref(&self) -> &'static FnCache {
+        self.cache
+    }
+
     /// The key.
     pub fn key(&self) -> &Key {
         &self.key
@@ -153,6 +158,16 @@ impl std::fmt::Debug for FnRef {
 }
 
 impl FnRef {
+    /// The fn's cache (write-behind finds its targets by it).
+    pub(crate) fn cache_ptr(&self) -> *const FnCache {
+        self.cache
+    }
+
+    /// The backend the fn's calls use now.
+    pub(crate) fn backend(&self) -> std::sync::Arc<dyn crate::Backend> {
+        self.cache.backend()
+    }
+
     /// Removes every entry of the function (and, transitively, their dependents).
     pub async fn invalidate_all(&self) -> Result<(), CacheError> {
         self.cache.backend().invalidate(&self.dependency).await
