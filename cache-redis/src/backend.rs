@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     /// served meanwhile.
     distrust: AtomicBool,
     restart_clears: AtomicU64,
+    /// The write-behind queue on Redis Streams ([`crate::write_queue`]).
+    write_queue: crate::write_queue::SharedQueue,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -932,6 +934,16 @@ impl RedisBackend {
             counters.clone(),
             instance.clone(),
         );
+        let write_queue =
+            crate::write_queue::SharedQueue(Arc::new(crate::write_queue::RedisWriteQueue::new(
+                client.clone(),
+                &b.prefix,
+                instance.clone(),
+                crate::write_queue::QueueOptions {
+                    claim_after: b.write_claim_after,
+                    capacity: b.write_capacity,
+                },
+            )));
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
             let apply: crate::retry::Apply = Arc::new(move |kind, names| {
@@ -958,6 +970,7 @@ impl RedisBackend {
                 known_at: AtomicU64::new(0),
                 distrust: AtomicBool::new(false),
                 restart_clears: AtomicU64::new(0),
+                write_queue,
             }
         });
         let weak = Arc::downgrade(&inner);
@@ -1158,6 +1171,10 @@ fn in_tokio() -> bool {
 impl Backend for RedisBackend {
     fn name(&self) -> &str {
         "redis"
+    }
+
+    fn write_queue(&self) -> Option<Arc<dyn cache_core::write_behind::WriteQueue>> {
+        Some(Arc::new(self.inner.write_queue.clone()))
     }
 
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>> {

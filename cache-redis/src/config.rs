@@ -58,6 +58,8 @@ pub struct RedisBackendBuilder {
     pub(crate) sweep_batch: usize,
     pub(crate) retry_limit: Duration,
     pub(crate) tls: TlsOptions,
+    pub(crate) write_claim_after: Duration,
+    pub(crate) write_capacity: u64,
 }
 
 impl Default for RedisBackendBuilder {
@@ -81,6 +83,8 @@ impl Default for RedisBackendBuilder {
             sweep_interval: Duration::from_secs(60),
             sweep_batch: 200,
             retry_limit: Duration::from_secs(3600),
+            write_claim_after: Duration::from_secs(30),
+            write_capacity: 1_000_000,
             tls: TlsOptions::default(),
         }
     }
@@ -297,6 +301,21 @@ impl RedisBackendBuilder {
     /// (otherwise: until the longest ttl used has passed). Default one hour.
     pub fn invalidation_retry_limit(mut self, limit: Duration) -> Self {
         self.retry_limit = limit;
+        self
+    }
+
+    /// The durable write-behind queue (`#[write_behind]`, Redis Streams): a write another
+    /// process took and did not finish within `claim_after` (it crashed) is taken over (default
+    /// 30 s; keep it above `flush_after` plus the longest body); at most `capacity` writes wait
+    /// per writer fn before new ones run inline (default 1,000,000).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = cache_redis::RedisBackend::builder().write_queue(Duration::from_secs(10), 10_000);
+    /// ```
+    pub fn write_queue(mut self, claim_after: Duration, capacity: u64) -> Self {
+        self.write_claim_after = claim_after;
+        self.write_capacity = capacity;
         self
     }
 

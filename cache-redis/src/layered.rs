@@ -456,6 +456,10 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
         &self.name
     }
 
+    fn write_queue(&self) -> Option<Arc<dyn cache_core::write_behind::WriteQueue>> {
+        self.l2.write_queue()
+    }
+
     /// The L1, when it is a [`MemoryBackend`]: an L1 hit is this backend's hit; an L1 miss is
     /// not (it goes on to Redis through [`Backend::get`]).
     fn memory_hits(&self) -> Option<&MemoryBackend> {

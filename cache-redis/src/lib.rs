@@ -47,6 +47,7 @@ mod retry;
 mod scripts;
 mod stats;
 mod watch;
+mod write_queue;
 
 pub use backend::RedisBackend;
 pub use config::RedisBackendBuilder;

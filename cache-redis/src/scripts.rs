@@ -26,3 +26,19 @@ script!(get_lock, "get_lock.lua");
 script!(gc, "gc.lua");
 script!(sweep, "sweep.lua");
 script!(unlock, "unlock.lua");
+
+/// Scripts that stand alone (no shared header): the write-behind queue's, whose keys all come
+/// in `KEYS[]` under one hash tag.
+macro_rules! script_alone {
+    ($name:ident, $file:literal) => {
+        pub(crate) fn $name() -> &'static Script {
+            static S: OnceLock<Script> = OnceLock::new();
+            S.get_or_init(|| Script::new(include_str!(concat!("scripts/", $file))))
+        }
+    };
+}
+
+script_alone!(wb_push, "wb_push.lua");
+script_alone!(wb_start, "wb_start.lua");
+script_alone!(wb_finish, "wb_finish.lua");
+script_alone!(wb_replay, "wb_replay.lua");

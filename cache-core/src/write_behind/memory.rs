@@ -30,7 +30,8 @@ struct KeyState {
     /// compared with the right `done`).
     dead: u32,
     pending: Option<(u64, Vec<u8>)>,
-    locked: bool,
+    /// The write (its id) running a body of this key.
+    locked: Option<String>,
 }
 
 #[derive(Default)]
@@ -40,11 +41,20 @@ struct Writer {
     dead: Vec<DeadLetter>,
 }
 
+impl KeyState {
+    /// Releases the key's lock if `id` holds it.
+    fn unlock(&mut self, id: &str) {
+        if self.locked.as_deref() == Some(id) {
+            self.locked = None;
+        }
+    }
+}
+
 impl Writer {
     /// Drops the state of a key nothing refers to any more.
     fn tidy(&mut self, key: &str) {
         if let Some(k) = self.keys.get(key) {
-            if k.queued == 0 && k.dead == 0 && !k.locked && k.pending.is_none() {
+            if k.queued == 0 && k.dead == 0 && k.locked.is_none() && k.pending.is_none() {
                 self.keys.remove(key);
             }
         }
@@ -237,20 +247,24 @@ impl WriteQueue for MemoryQueue {
     ) -> BoxFuture<'a, Result<Start, CacheError>> {
         Box::pin(async move {
             let mut s = self.state.lock();
-            let Some(k) = s
-                .writers
-                .get_mut(&write.writer)
-                .and_then(|w| w.keys.get_mut(&write.key))
-            else {
+            let Some(w) = s.writers.get_mut(&write.writer) else {
+                return Ok(Start::Superseded);
+            };
+            // a write no longer queued was finished already (a second claim)
+            let queued = write
+                .id
+                .parse::<u64>()
+                .is_ok_and(|id| w.records.contains_key(&id));
+            let Some(k) = w.keys.get_mut(&write.key).filter(|_| queued) else {
                 return Ok(Start::Superseded);
             };
             if k.done >= write.seq || (coalesce && k.latest > write.seq) {
                 return Ok(Start::Superseded);
             }
-            if k.locked {
+            if k.locked.is_some() {
                 return Ok(Start::Busy);
             }
-            k.locked = true;
+            k.locked = Some(write.id.clone());
             Ok(Start::Run)
         })
     }
@@ -269,7 +283,7 @@ impl WriteQueue for MemoryQueue {
                         return Ok(());
                     };
                     if let Some(k) = w.keys.get_mut(&write.key) {
-                        k.locked = false;
+                        k.unlock(&write.id);
                     }
                     if let Some(r) = write
                         .id
@@ -294,7 +308,7 @@ impl WriteQueue for MemoryQueue {
                         .and_then(|w| w.keys.get_mut(&write.key))
                     {
                         k.done = k.done.max(write.seq);
-                        k.locked = false;
+                        k.unlock(&write.id);
                         if k.pending.as_ref().is_some_and(|(seq, _)| *seq <= write.seq) {
                             k.pending = None;
                         }
@@ -304,7 +318,7 @@ impl WriteQueue for MemoryQueue {
                     let taken = Self::take(s, write);
                     if let Some(w) = s.writers.get_mut(&write.writer) {
                         if let Some(k) = w.keys.get_mut(&write.key) {
-                            k.locked = false;
+                            k.unlock(&write.id);
                             k.dead += 1;
                             if k.pending.as_ref().is_some_and(|(seq, _)| *seq <= write.seq) {
                                 k.pending = None;

@@ -581,6 +581,10 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         &self.name
     }
 
+    fn write_queue(&self) -> Option<Arc<dyn cache_core::write_behind::WriteQueue>> {
+        self.local.write_queue()
+    }
+
     /// The local backend's: lookups are the local backend's own (hits and misses), while
     /// writes, removals and invalidations still come here and are published.
     fn as_memory(&self) -> Option<&MemoryBackend> {

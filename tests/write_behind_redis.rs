@@ -1,0 +1,377 @@
+//! `#[write_behind]` on Redis (the durable queue on Redis Streams), with separate processes and
+//! a SQLite file as the data store: this test binary spawns itself as child processes (the
+//! `child` test, driven by environment variables).
+//!
+//! * a process queues writes and is killed with SIGKILL before flushing any; another process
+//!   flushes every one of them, while the data store fails for a while: the store ends with
+//!   each key's last acknowledged value, nothing is dead-lettered;
+//! * three processes write the same 100 keys 10,000 times in total while their flushers run:
+//!   the store ends with each key's newest value.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cache_core::{cached, write_behind};
+use cache_redis::RedisBackend;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use test_support::{require_redis_server, RedisServer};
+
+const ROLE: &str = "WB_CHILD_ROLE";
+const URL: &str = "WB_CHILD_URL";
+const DB: &str = "WB_CHILD_DB";
+const FAIL_FLAG: &str = "WB_CHILD_FAIL_FLAG";
+const COUNT: &str = "WB_CHILD_COUNT";
+const PROC: &str = "WB_CHILD_PROC";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+static POOL: OnceLock<SqlitePool> = OnceLock::new();
+static REDIS: OnceLock<redis::Client> = OnceLock::new();
+
+async fn open_store(path: &Path) -> SqlitePool {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .unwrap()
+        .create_if_missing(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE IF NOT EXISTS kv (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+async fn read_store(pool: &SqlitePool) -> std::collections::BTreeMap<u64, u64> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, v FROM kv")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(k, v)| (k as u64, v as u64))
+        .collect()
+}
+
+#[cached(ttl = "10m")]
+async fn get_value(id: u64) -> Result<u64, String> {
+    let pool = POOL.get().ok_or("no store")?;
+    let v: Option<(i64,)> = sqlx::query_as("SELECT v FROM kv WHERE id = ?")
+        .bind(id as i64)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(v.map_or(0, |(v,)| v as u64))
+}
+
+/// The data store's write; fails while the parent's flag file exists (counted in Redis).
+async fn write_store(id: u64, v: u64) -> Result<(), String> {
+    if let Ok(flag) = std::env::var(FAIL_FLAG) {
+        if Path::new(&flag).exists() {
+            if let Some(c) = REDIS.get() {
+                if let Ok(mut con) = c.get_multiplexed_async_connection().await {
+                    let _: Result<i64, _> = redis::cmd("INCR")
+                        .arg("wbt:failures")
+                        .query_async(&mut con)
+                        .await;
+                }
+            }
+            return Err("the data store is down".into());
+        }
+    }
+    let pool = POOL.get().ok_or("no store")?;
+    sqlx::query(
+        "INSERT INTO kv (id, v) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET v = excluded.v",
+    )
+    .bind(id as i64)
+    .bind(v as i64)
+    .execute(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Flushed only when asked (an hour's window): what the killed process queues.
+#[write_behind(get_value(id), value = v, flush_after = "1h", max_attempts = 100)]
+async fn save_later(id: u64, v: u64) -> Result<(), String> {
+    write_store(id, v).await
+}
+
+/// Flushed by the background flushers of every process.
+#[write_behind(get_value(id), value = v, flush_after = "20ms", max_attempts = 100)]
+async fn save_soon(id: u64, v: u64) -> Result<(), String> {
+    write_store(id, v).await
+}
+
+fn say(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "@@ {s}");
+    let _ = o.flush();
+}
+
+/// The child side.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return; // run as a normal test: nothing to do
+    };
+    let url = std::env::var(URL).unwrap();
+    let db = PathBuf::from(std::env::var(DB).unwrap());
+    let count: u64 = std::env::var(COUNT).map_or(0, |c| c.parse().unwrap());
+    let proc_no: u64 = std::env::var(PROC).map_or(0, |c| c.parse().unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        POOL.set(open_store(&db).await).unwrap();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        REDIS.set(client.clone()).unwrap();
+        let backend = RedisBackend::builder()
+            .url(&url)
+            .prefix("wbt")
+            .write_queue(Duration::from_secs(1), 1_000_000)
+            .connect()
+            .await
+            .unwrap();
+        cache_core::registry::install(std::sync::Arc::new(backend));
+        match role.as_str() {
+            // queues `count` writes over 20 keys (value = write number), then waits to be killed
+            "queue-and-hang" => {
+                for i in 0..count {
+                    save_later(i % 20, i).await.unwrap();
+                }
+                assert_eq!(cache_core::write_behind::stats().await.inline, 0);
+                say("queued");
+                tokio::time::sleep(DEADLINE).await;
+            }
+            // flushes what is queued (taking over writes of dead processes) and reports
+            "flush" => {
+                cache_core::flush_writes().await;
+                let s = cache_core::write_behind::stats().await;
+                say(&format!(
+                    "flushed {} retried {} dead {} inline {}",
+                    s.flushed, s.retried, s.dead_lettered, s.inline
+                ));
+            }
+            // `count` writes to 100 keys; each write's value is the key's next counter value,
+            // taken under a per-key lock together with the write (so the newest write of a
+            // key holds its highest value)
+            "write-same-keys" => {
+                let mut con = client.get_multiplexed_async_connection().await.unwrap();
+                for n in 0..count {
+                    let id = (n * 7 + proc_no * 13) % 100;
+                    let lock = format!("wbt:test-lock:{id}");
+                    let end = Instant::now() + DEADLINE;
+                    loop {
+                        let got: Option<String> = redis::cmd("SET")
+                            .arg(&lock)
+                            .arg(proc_no)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(10_000)
+                            .query_async(&mut con)
+                            .await
+                            .unwrap();
+                        if got.is_some() {
+                            break;
+                        }
+                        assert!(Instant::now() < end, "key lock not taken");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let v: u64 = redis::cmd("INCR")
+                        .arg(format!("wbt:test-counter:{id}"))
+                        .query_async(&mut con)
+                        .await
+                        .unwrap();
+                    save_soon(id, v).await.unwrap();
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(&lock)
+                        .query_async(&mut con)
+                        .await
+                        .unwrap();
+                }
+                cache_core::flush_writes().await;
+                let s = cache_core::write_behind::stats().await;
+                say(&format!(
+                    "done inline {} dead {}",
+                    s.inline, s.dead_lettered
+                ));
+            }
+            other => panic!("unknown role {other}"),
+        }
+    });
+}
+
+struct Proc {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(envs: &[(&str, String)]) -> Proc {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                // libtest may have written `test child ... ` before it on the line
+                if let Some(at) = line.find("@@ ") {
+                    let _ = tx.send(line[at + 3..].to_string());
+                }
+            }
+        });
+        Proc { child, lines: rx }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(DEADLINE)
+            .expect("the child answers within the deadline")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> Option<(RedisServer, tempdir::Dir)> {
+    let bin = require_redis_server()?;
+    let server = RedisServer::start(&bin).expect("redis-server starts");
+    Some((server, tempdir::Dir::new()))
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "wb-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_s_writes_are_flushed_by_another_while_the_store_fails_for_a_while() {
+    let Some((server, dir)) = setup() else { return };
+    let db = dir.0.join("store.db");
+    let flag = dir.0.join("store-down");
+    let base = vec![
+        (URL, server.url()),
+        (DB, db.display().to_string()),
+        (FAIL_FLAG, flag.display().to_string()),
+    ];
+    let store = open_store(&db).await;
+
+    // process A queues 300 writes of 20 keys, and dies before flushing any
+    let mut env = base.clone();
+    env.push((ROLE, "queue-and-hang".into()));
+    env.push((COUNT, "300".into()));
+    let mut a = Proc::spawn(&env);
+    assert_eq!(a.line(), "queued");
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    assert!(
+        read_store(&store).await.is_empty(),
+        "nothing was flushed by A"
+    );
+
+    // the data store is down when process B starts flushing
+    std::fs::write(&flag, b"down").unwrap();
+    let mut env = base.clone();
+    env.push((ROLE, "flush".into()));
+    let b = Proc::spawn(&env);
+    let mut con = server.connection().unwrap();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let failures: Option<u64> = redis::cmd("GET")
+            .arg("wbt:failures")
+            .query(&mut con)
+            .unwrap();
+        if failures.unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < end, "B never tried to write");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::remove_file(&flag).unwrap(); // the store is back
+    let report = b.line();
+    assert!(report.contains(" dead 0 "), "{report}");
+    assert!(!report.contains("retried 0 "), "{report}");
+
+    // every key holds its last acknowledged value (the last of A's writes to it)
+    let expected: std::collections::BTreeMap<u64, u64> = (0..20).map(|k| (k, 280 + k)).collect();
+    assert_eq!(read_store(&store).await, expected);
+    let left: u64 = redis::cmd("XLEN")
+        .arg("wbt:wb:{write_behind_redis::save_later}")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(left, 0, "the stream is empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_writing_the_same_keys_leave_each_key_s_newest_value() {
+    let Some((server, dir)) = setup() else { return };
+    let db = dir.0.join("store.db");
+    let store = open_store(&db).await;
+    let mut procs = Vec::new();
+    for (p, count) in [(0, 3334u64), (1, 3333), (2, 3333)] {
+        let env = vec![
+            (URL, server.url()),
+            (DB, db.display().to_string()),
+            (ROLE, "write-same-keys".to_string()),
+            (COUNT, count.to_string()),
+            (PROC, p.to_string()),
+        ];
+        procs.push(Proc::spawn(&env));
+    }
+    for p in &procs {
+        let line = p.line();
+        assert_eq!(line, "done inline 0 dead 0");
+    }
+    // the processes flushed everything before reporting; the newest value of each key is its
+    // counter (taken with the write under the key's lock)
+    let mut con = server.connection().unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for id in 0..100u64 {
+        let v: Option<u64> = redis::cmd("GET")
+            .arg(format!("wbt:test-counter:{id}"))
+            .query(&mut con)
+            .unwrap();
+        if let Some(v) = v {
+            expected.insert(id, v);
+        }
+    }
+    let total: u64 = expected.values().sum();
+    assert_eq!(total, 10_000, "10,000 writes in total");
+    assert_eq!(read_store(&store).await, expected);
+}
