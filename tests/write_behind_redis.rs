@@ -305,6 +305,23 @@ async fn a_killed_process_s_writes_are_flushed_by_another_while_the_store_fails_
         "nothing was flushed by A"
     );
 
+    // read-your-writes from another process, also once the entry is gone: a miss of the
+    // target returns the queued value (this process has no data store: the body would fail)
+    let reader: std::sync::Arc<dyn cache_core::Backend> = std::sync::Arc::new(
+        RedisBackend::builder()
+            .url(server.url())
+            .prefix("wbt")
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let read = cache_core::registry::with_backend(reader, async {
+        get_value_invalidate(5).await.unwrap();
+        get_value(5).await
+    })
+    .await;
+    assert_eq!(read, Ok(285), "the last queued value of key 5");
+
     // the data store is down when process B starts flushing
     std::fs::write(&flag, b"down").unwrap();
     let mut env = base.clone();
@@ -374,4 +391,42 @@ async fn three_processes_writing_the_same_keys_leave_each_key_s_newest_value() {
     let total: u64 = expected.values().sum();
     assert_eq!(total, 10_000, "10,000 writes in total");
     assert_eq!(read_store(&store).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
+    let Some((server, dir)) = setup() else { return };
+    let db = dir.0.join("store.db");
+    let store = open_store(&db).await;
+    assert!(POOL.set(store.clone()).is_ok(), "only this test sets the pool");
+    let url = server.url();
+    let node = move || -> std::sync::Arc<dyn cache_core::Backend> {
+        let l2 = RedisBackend::builder()
+            .url(&url)
+            .prefix("wbl")
+            .connect_blocking()
+            .unwrap();
+        std::sync::Arc::new(cache_redis::LayeredBackend::builder(l2).build().unwrap())
+    };
+    let (a, b) = tokio::task::spawn_blocking(move || (node(), node()))
+        .await
+        .unwrap();
+    use cache_core::registry::with_backend;
+    assert_eq!(with_backend(a.clone(), save_later(1, 42)).await, Ok(()));
+    assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(42));
+    // the entry is gone on every node: a miss reads the queued write, not the store
+    with_backend(b.clone(), get_value_invalidate(1)).await.unwrap();
+    assert_eq!(with_backend(a.clone(), get_value(1)).await, Ok(42));
+    assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(42));
+    assert!(read_store(&store).await.is_empty());
+    // flushed (through the queue of the layered node's Redis): the store has it, and a miss
+    // reads the store again
+    with_backend(a.clone(), cache_core::flush_writes()).await;
+    assert_eq!(read_store(&store).await.get(&1), Some(&42));
+    with_backend(b.clone(), get_value_invalidate(1)).await.unwrap();
+    sqlx::query("UPDATE kv SET v = 43 WHERE id = 1")
+        .execute(&store)
+        .await
+        .unwrap();
+    assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(43));
 }

@@ -20,6 +20,8 @@
 //! | `cache_fill_duration_seconds` | histogram | time the function body took on a miss |
 //! | `cache_backend_{hits,misses,inserts,evictions,expirations,invalidations,errors}_total` | counter | per backend |
 //! | `cache_backend_entries`, `cache_backend_weight` | gauge | per backend |
+//! | `cache_write_behind_{queued,inline,flushed,retried,coalesced,dead_lettered}_total` | counter | `#[write_behind]` writes of this process |
+//! | `cache_write_behind_pending`, `cache_write_behind_oldest_pending_seconds` | gauge | queue depth and the oldest write's age, as last measured |
 //!
 //! ```
 //! // with no recorder installed this is a no-op; with one (e.g. metrics-exporter-prometheus)
@@ -61,6 +63,16 @@ pub fn export() {
         ::metrics::gauge!("cache_backend_entries", &labels).set(s.entries as f64);
         ::metrics::gauge!("cache_backend_weight", &labels).set(s.weight as f64);
     }
+    let w = crate::write_behind::last_stats();
+    ::metrics::counter!("cache_write_behind_queued_total").absolute(w.queued);
+    ::metrics::counter!("cache_write_behind_inline_total").absolute(w.inline);
+    ::metrics::counter!("cache_write_behind_flushed_total").absolute(w.flushed);
+    ::metrics::counter!("cache_write_behind_retried_total").absolute(w.retried);
+    ::metrics::counter!("cache_write_behind_coalesced_total").absolute(w.coalesced);
+    ::metrics::counter!("cache_write_behind_dead_lettered_total").absolute(w.dead_lettered);
+    ::metrics::gauge!("cache_write_behind_pending").set(w.pending as f64);
+    ::metrics::gauge!("cache_write_behind_oldest_pending_seconds")
+        .set(w.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0);
 }
 
 /// Records one fill duration (called by the runtime on a miss).

@@ -74,9 +74,15 @@ pub fn start_flusher() {
 }
 
 async fn run_forever() {
+    let mut measured = std::time::Instant::now();
     loop {
         if round(false).await == 0 {
             tokio::time::sleep(POLL).await;
+        }
+        // the depth gauges of `last_stats` (the metrics export)
+        if measured.elapsed() >= Duration::from_secs(1) {
+            measured = std::time::Instant::now();
+            let _ = super::stats().await;
         }
     }
 }

@@ -109,6 +109,10 @@ struct Counters {
     retried: AtomicU64,
     coalesced: AtomicU64,
     dead_lettered: AtomicU64,
+    /// The depth last measured (by [`stats`] or the flusher, about once a second).
+    depth: AtomicU64,
+    /// The oldest pending write's age last measured, ms + 1 (0: none).
+    oldest_ms: AtomicU64,
 }
 
 fn counters() -> &'static Counters {
@@ -151,15 +155,10 @@ pub struct WriteStats {
 /// # }
 /// ```
 pub async fn stats() -> WriteStats {
-    let c = counters();
     let mut s = WriteStats {
-        queued: c.queued.load(Relaxed),
-        inline: c.inline.load(Relaxed),
-        flushed: c.flushed.load(Relaxed),
-        retried: c.retried.load(Relaxed),
-        coalesced: c.coalesced.load(Relaxed),
-        dead_lettered: c.dead_lettered.load(Relaxed),
-        ..WriteStats::default()
+        pending: 0,
+        oldest_pending_ms: None,
+        ..last_stats()
     };
     for w in writers() {
         if let Ok(d) = queue_of_writer(w).depth(w.name).await {
@@ -170,7 +169,33 @@ pub async fn stats() -> WriteStats {
             }
         }
     }
+    let c = counters();
+    c.depth.store(s.pending, Relaxed);
+    c.oldest_ms
+        .store(s.oldest_pending_ms.map_or(0, |ms| ms + 1), Relaxed);
     s
+}
+
+/// The counters now, with the queue depth as last measured (by [`stats`], or by the flusher
+/// about once a second): what the `metrics` export publishes without touching a queue.
+///
+/// ```
+/// let s = cache_core::write_behind::last_stats();
+/// assert_eq!(s.dead_lettered, 0);
+/// ```
+pub fn last_stats() -> WriteStats {
+    let c = counters();
+    let oldest = c.oldest_ms.load(Relaxed);
+    WriteStats {
+        queued: c.queued.load(Relaxed),
+        inline: c.inline.load(Relaxed),
+        flushed: c.flushed.load(Relaxed),
+        retried: c.retried.load(Relaxed),
+        coalesced: c.coalesced.load(Relaxed),
+        dead_lettered: c.dead_lettered.load(Relaxed),
+        pending: c.depth.load(Relaxed),
+        oldest_pending_ms: oldest.checked_sub(1),
+    }
 }
 
 /// The dead letters of every writer (writes that failed `max_attempts` times).
