@@ -398,7 +398,10 @@ async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
     let Some((server, dir)) = setup() else { return };
     let db = dir.0.join("store.db");
     let store = open_store(&db).await;
-    assert!(POOL.set(store.clone()).is_ok(), "only this test sets the pool");
+    assert!(
+        POOL.set(store.clone()).is_ok(),
+        "only this test sets the pool"
+    );
     let url = server.url();
     let node = move || -> std::sync::Arc<dyn cache_core::Backend> {
         let l2 = RedisBackend::builder()
@@ -415,7 +418,9 @@ async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
     assert_eq!(with_backend(a.clone(), save_later(1, 42)).await, Ok(()));
     assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(42));
     // the entry is gone on every node: a miss reads the queued write, not the store
-    with_backend(b.clone(), get_value_invalidate(1)).await.unwrap();
+    with_backend(b.clone(), get_value_invalidate(1))
+        .await
+        .unwrap();
     assert_eq!(with_backend(a.clone(), get_value(1)).await, Ok(42));
     assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(42));
     assert!(read_store(&store).await.is_empty());
@@ -423,7 +428,9 @@ async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
     // reads the store again
     with_backend(a.clone(), cache_core::flush_writes()).await;
     assert_eq!(read_store(&store).await.get(&1), Some(&42));
-    with_backend(b.clone(), get_value_invalidate(1)).await.unwrap();
+    with_backend(b.clone(), get_value_invalidate(1))
+        .await
+        .unwrap();
     sqlx::query("UPDATE kv SET v = 43 WHERE id = 1")
         .execute(&store)
         .await

@@ -259,14 +259,18 @@ pub async fn queue_write_async<V: Cacheable, A: serde::Serialize>(
         Err(e) => return not_queued(writer, &e),
     };
     let queue = queue_of(&*entry.cache_ref().backend());
-    if let Err(e) = queue
-        .push(writer.name, entry.key().text(), args, bytes)
-        .await
-    {
+    // the queue and the cache at once (one round trip less on Redis); a write that could not
+    // be queued takes its entry back out, since the body that now runs inline may fail
+    let (pushed, put) = tokio::join!(
+        queue.push(writer.name, entry.key().text(), args, bytes),
+        entry.put(value.clone())
+    );
+    if let Err(e) = pushed {
+        let _ = entry.invalidate().await;
         return not_queued(writer, &e);
     }
     queued(writer);
-    if let Err(e) = entry.put(value.clone()).await {
+    if let Err(e) = put {
         tracing::debug!(writer = writer.name, error = %e, "write-behind: cannot store the entry");
     }
     true
