@@ -937,7 +937,7 @@ impl RedisBackend {
         let write_queue =
             crate::write_queue::SharedQueue(Arc::new(crate::write_queue::RedisWriteQueue::new(
                 client.clone(),
-                &b.prefix,
+                layout.clone(),
                 instance.clone(),
                 crate::write_queue::QueueOptions {
                     claim_after: b.write_claim_after,

@@ -15,6 +15,9 @@
 //!
 //! The `{T}` hash tag puts an entry's three keys in one Cluster slot, and `P:dep:{T}` (the
 //! entries depending on entry `T`) in that slot too.
+//!
+//! The write-behind queue of writer `W` ([`WriteKeys`], described in `crate::write_queue`) lives
+//! under `P:wb:{W}`: one slot per writer.
 
 /// Key names of one backend (one prefix).
 #[derive(Debug, Clone)]
@@ -84,6 +87,46 @@ impl Layout {
     }
 }
 
+/// The keys of one write-behind writer (`#[write_behind]` fn `W`), all under the hash tag `{W}`.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteKeys {
+    /// `P:wb:{W}`: the stream of queued writes.
+    pub(crate) stream: String,
+    /// `P:wb:{W}:latest`: target key → newest sequence queued.
+    pub(crate) latest: String,
+    /// `P:wb:{W}:done`: target key → newest sequence written.
+    pub(crate) done: String,
+    /// `P:wb:{W}:pending`: target key → `<seq>:<value>`.
+    pub(crate) pending: String,
+    /// `P:wb:{W}:dead`: the dead letters (a stream).
+    pub(crate) dead: String,
+    /// `P:wb:{W}:deadkeys`: target key → its dead letters.
+    pub(crate) deadkeys: String,
+    /// `P:wb:{W}:queued`: target key → its writes in the stream.
+    pub(crate) queued: String,
+}
+
+impl Layout {
+    /// The keys of write-behind writer `writer`.
+    pub(crate) fn write_keys(&self, writer: &str) -> WriteKeys {
+        let stream = format!("{}:wb:{{{}}}", self.prefix, writer);
+        WriteKeys {
+            latest: format!("{stream}:latest"),
+            done: format!("{stream}:done"),
+            pending: format!("{stream}:pending"),
+            dead: format!("{stream}:dead"),
+            deadkeys: format!("{stream}:deadkeys"),
+            queued: format!("{stream}:queued"),
+            stream,
+        }
+    }
+
+    /// `P:wb:{W}:lock:<K>`: the lock of target key `key` while a body of writer `writer` runs.
+    pub(crate) fn write_lock(&self, writer: &str, key: &str) -> String {
+        format!("{}:wb:{{{}}}:lock:{}", self.prefix, writer, key)
+    }
+}
+
 /// The forward list of the entry whose key is `entry_key` (`P:{T}` → `P:{T}:d`).
 pub(crate) fn forward_list_key(entry_key: &str) -> String {
     format!("{entry_key}:d")
@@ -135,6 +178,13 @@ mod tests {
         assert_eq!(l.entry_text("app:dep:{user:7}"), None);
         assert_eq!(l.entry_text("apple:{x}"), None);
         assert_eq!(l.lock("x"), "app:{x}:lock");
+        let w = l.write_keys("m::save");
+        assert_eq!(w.stream, "app:wb:{m::save}");
+        assert_eq!(w.pending, "app:wb:{m::save}:pending");
+        assert_eq!(
+            l.write_lock("m::save", "m::get(1)"),
+            "app:wb:{m::save}:lock:m::get(1)"
+        );
     }
 
     #[test]

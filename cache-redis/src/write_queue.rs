@@ -34,6 +34,7 @@ use redis::Value;
 
 use crate::client::RedisClient;
 use crate::error::RedisCacheError;
+use crate::keys::{Layout, WriteKeys};
 use crate::scripts;
 
 const GROUP: &str = "flushers";
@@ -53,7 +54,7 @@ pub(crate) struct QueueOptions {
 /// The Redis Streams write queue of one backend.
 pub(crate) struct RedisWriteQueue {
     client: Arc<RedisClient>,
-    prefix: String,
+    layout: Layout,
     consumer: String,
     options: QueueOptions,
     /// Writes claimed but not yet due (their `flush_after` or backoff has not passed), per
@@ -66,7 +67,7 @@ pub(crate) struct RedisWriteQueue {
 impl std::fmt::Debug for RedisWriteQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisWriteQueue")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.layout.prefix)
             .field("consumer", &self.consumer)
             .finish()
     }
@@ -74,17 +75,6 @@ impl std::fmt::Debug for RedisWriteQueue {
 
 /// Claimed writes of one writer not yet due: stream id → (write, not-before unix ms).
 type Held = HashMap<String, (QueuedWrite, u64)>;
-
-/// The keys of one writer.
-struct Keys {
-    stream: String,
-    latest: String,
-    done: String,
-    pending: String,
-    dead: String,
-    deadkeys: String,
-    queued: String,
-}
 
 fn in_tokio() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
@@ -158,13 +148,13 @@ fn parse_entry(writer: &str, v: &Value) -> Option<(QueuedWrite, u64, String)> {
 impl RedisWriteQueue {
     pub(crate) fn new(
         client: Arc<RedisClient>,
-        prefix: &str,
+        layout: Layout,
         consumer: String,
         options: QueueOptions,
     ) -> Self {
         RedisWriteQueue {
             client,
-            prefix: prefix.to_string(),
+            layout,
             consumer,
             options,
             held: Mutex::new(HashMap::new()),
@@ -172,17 +162,8 @@ impl RedisWriteQueue {
         }
     }
 
-    fn keys(&self, writer: &str) -> Keys {
-        let stream = format!("{}:wb:{{{}}}", self.prefix, writer);
-        Keys {
-            latest: format!("{stream}:latest"),
-            done: format!("{stream}:done"),
-            pending: format!("{stream}:pending"),
-            dead: format!("{stream}:dead"),
-            deadkeys: format!("{stream}:deadkeys"),
-            queued: format!("{stream}:queued"),
-            stream,
-        }
+    fn keys(&self, writer: &str) -> WriteKeys {
+        self.layout.write_keys(writer)
     }
 
     /// The token a run of `write` holds its key's lock with: one per write, so that a write
@@ -192,7 +173,7 @@ impl RedisWriteQueue {
     }
 
     fn lock_key(&self, writer: &str, key: &str) -> String {
-        format!("{}:wb:{{{}}}:lock:{}", self.prefix, writer, key)
+        self.layout.write_lock(writer, key)
     }
 
     /// Runs `fut` on a tokio runtime (the caller's, or the crate's executor).
@@ -287,7 +268,7 @@ impl RedisWriteQueue {
     }
 
     /// Creates the consumer group of `writer` (once per process and writer).
-    async fn ensure_group(&self, k: &Keys, writer: &str) -> Result<(), CacheError> {
+    async fn ensure_group(&self, k: &WriteKeys, writer: &str) -> Result<(), CacheError> {
         if self.groups.lock().contains(writer) {
             return Ok(());
         }

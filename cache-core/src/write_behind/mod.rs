@@ -2,7 +2,7 @@
 //! data store stores the value as the target's cache entry at once, queues the write, and
 //! returns; a background flusher runs the body later.
 //!
-//! * **Queue.** The installed backend's ([`Backend::write_queue`](crate::Backend::write_queue)):
+//! * **Queue.** The installed backend's ([`Backend::write_queue`](crate::Backend::write_queue())):
 //!   durable on Redis (`cache-redis`: Redis Streams), otherwise the in-process
 //!   [`MemoryQueue`] (bounded; a crash loses its pending writes, so call [`flush_writes`] on a
 //!   graceful shutdown). A write that cannot be queued (full, unreachable) runs inline: nothing
