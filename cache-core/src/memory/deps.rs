@@ -106,6 +106,12 @@ impl DepIndex {
         }
     }
 
+    /// The index's own copy of `dependency`, if some entry depends on it: entries share it
+    /// instead of holding a copy each (every entry of a fn depends on the fn's `fn:` name).
+    pub(crate) fn shared(&self, dependency: &str) -> Option<&Arc<str>> {
+        self.map.get_key_value(dependency).map(|(k, _)| k)
+    }
+
     /// Indexes an entry under its key text and its dependencies.
     pub(crate) fn add_entry(&mut self, r: EntryRef, text: &Arc<str>, dependencies: &[Arc<str>]) {
         self.add(text, r);

@@ -819,7 +819,8 @@ impl MemoryBackend {
         // Everything that allocates happens before the locks.
         let local = key.local();
         let text = key.text_arc().clone();
-        let deps = normalize_dependencies(&options.dependencies, &text);
+        let mut deps = normalize_dependencies(&options.dependencies, &text);
+        // the same names (shared), for the index
         let index_deps = deps.clone();
         let weight = (value.weight() as u64)
             .saturating_add(local.bytes.len() as u64)
@@ -843,6 +844,13 @@ impl MemoryBackend {
         }
         let id = fill.next_id;
         fill.next_id += 1;
+        // the entry shares the index's copies of names already indexed (every entry of a fn
+        // depends on its `fn:` name); the fresh copies go with `index_deps`, after the locks
+        for d in deps.iter_mut() {
+            if let Some(shared) = fill.index.shared(d) {
+                *d = shared.clone();
+            }
+        }
         let entry = Entry::new(
             local.hash,
             key_bytes,
