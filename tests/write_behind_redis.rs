@@ -26,6 +26,7 @@ const DB: &str = "WB_CHILD_DB";
 const FAIL_FLAG: &str = "WB_CHILD_FAIL_FLAG";
 const COUNT: &str = "WB_CHILD_COUNT";
 const PROC: &str = "WB_CHILD_PROC";
+const GO: &str = "WB_CHILD_GO";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 static POOL: OnceLock<SqlitePool> = OnceLock::new();
@@ -204,6 +205,26 @@ fn child() {
                     "done inline {} dead {}",
                     s.inline, s.dead_lettered
                 ));
+            }
+            // a synced node: queues one write (in process), then flushes it when the parent's
+            // file (GO's path) appears
+            "synced-write-then-flush" => {
+                let node = tokio::task::spawn_blocking(move || synced_node(client))
+                    .await
+                    .unwrap();
+                assert!(node.synchronizer().wait_subscribed(DEADLINE));
+                cache_core::registry::install(std::sync::Arc::new(node));
+                save_later(900, 9).await.unwrap();
+                say("queued");
+                let go = PathBuf::from(std::env::var(GO).unwrap());
+                let end = Instant::now() + DEADLINE;
+                while !go.exists() {
+                    assert!(Instant::now() < end, "no signal to flush");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                cache_core::flush_writes().await;
+                say("flushed");
+                tokio::time::sleep(DEADLINE).await;
             }
             other => panic!("unknown role {other}"),
         }
@@ -393,15 +414,29 @@ async fn three_processes_writing_the_same_keys_leave_each_key_s_newest_value() {
     assert_eq!(read_store(&store).await, expected);
 }
 
+fn shared_store_path() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("write-behind-{}.db", std::process::id()))
+}
+
+/// The data store of the tests that run cached fns in this process (the pool is one per
+/// process): a file under cargo's temporary directory, made once.
+async fn shared_store() -> SqlitePool {
+    static INIT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INIT.get_or_init(|| async {
+        let path = shared_store_path();
+        let _ = std::fs::remove_file(&path);
+        let _ = POOL.set(open_store(&path).await);
+    })
+    .await;
+    POOL.get().expect("made above").clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
-    let Some((server, dir)) = setup() else { return };
-    let db = dir.0.join("store.db");
-    let store = open_store(&db).await;
-    assert!(
-        POOL.set(store.clone()).is_ok(),
-        "only this test sets the pool"
-    );
+    let Some((server, _dir)) = setup() else {
+        return;
+    };
+    let store = shared_store().await;
     let url = server.url();
     let node = move || -> std::sync::Arc<dyn cache_core::Backend> {
         let l2 = RedisBackend::builder()
@@ -423,7 +458,7 @@ async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
         .unwrap();
     assert_eq!(with_backend(a.clone(), get_value(1)).await, Ok(42));
     assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(42));
-    assert!(read_store(&store).await.is_empty());
+    assert_eq!(read_store(&store).await.get(&1), None, "not flushed yet");
     // flushed (through the queue of the layered node's Redis): the store has it, and a miss
     // reads the store again
     with_backend(a.clone(), cache_core::flush_writes()).await;
@@ -436,4 +471,61 @@ async fn layered_nodes_read_each_other_s_queued_writes_until_flushed() {
         .await
         .unwrap();
     assert_eq!(with_backend(b.clone(), get_value(1)).await, Ok(43));
+}
+
+/// Synchronized local caches (`SyncedBackend`) keep their write-behind queue in process: node B
+/// (this process) caches the data store's older value while node A (a child process) has a
+/// write of it queued; A's flush invalidates the entry through the synchronization, so B reads
+/// the new value after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synced_node_drops_what_it_cached_before_another_node_s_flush() {
+    let Some((server, dir)) = setup() else { return };
+    shared_store().await;
+    let client = server.client();
+    let b = tokio::task::spawn_blocking(move || {
+        let n = synced_node(client);
+        assert!(n.synchronizer().wait_subscribed(DEADLINE));
+        std::sync::Arc::new(n)
+    })
+    .await
+    .unwrap();
+    use cache_core::registry::with_backend;
+    let read = || with_backend(b.clone(), get_value(900));
+    assert_eq!(read().await, Ok(0), "no row 900 yet");
+    let go = dir.0.join("flush-now");
+    let a = Proc::spawn(&[
+        (URL, server.url()),
+        (DB, shared_store_path().display().to_string()),
+        (ROLE, "synced-write-then-flush".into()),
+        (GO, go.display().to_string()),
+    ]);
+    assert_eq!(a.line(), "queued");
+    // A's write-through invalidated the entry on B too; B cannot see A's in-process queue, so
+    // it reads and caches what the store says
+    let cached = || with_backend(b.clone(), async { get_value_entry(900).get().await });
+    let end = Instant::now() + DEADLINE;
+    while cached().await.is_some() {
+        assert!(Instant::now() < end, "A's invalidation never reached B");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(read().await, Ok(0));
+    assert_eq!(cached().await, Some(0), "B cached the store's older value");
+    std::fs::write(&go, b"go").unwrap();
+    assert_eq!(a.line(), "flushed");
+    let end = Instant::now() + DEADLINE;
+    while read().await != Ok(9) {
+        assert!(
+            Instant::now() < end,
+            "B still serves what it cached before the flush"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn synced_node(client: redis::Client) -> cache_redis::SyncedBackend {
+    cache_redis::SyncedBackend::builder(cache_core::MemoryBackend::new())
+        .client(client)
+        .options(cache_redis::SyncOptions::new("wb:sync"))
+        .build()
+        .unwrap()
 }

@@ -203,7 +203,14 @@ async fn run_one(w: &'static Writer, queue: &Arc<dyn WriteQueue>, write: QueuedW
     let how = match result {
         Ok(()) => {
             counters().flushed.fetch_add(1, Relaxed);
-            Finish::Done
+            finish(queue, &write, Finish::Done).await;
+            if queue.name() == "memory" {
+                // an in-process queue is this process's alone: other nodes sharing entries
+                // (synchronized local caches) may have cached the data store's older value
+                // meanwhile; the invalidation reaches them (and costs this node one miss)
+                (w.evict)(write.args.clone()).await;
+            }
+            return;
         }
         Err(error) => {
             let attempts = write.attempts + 1;
