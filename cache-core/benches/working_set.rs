@@ -31,7 +31,7 @@ fn order(n: u64) -> Vec<u64> {
             x ^= x >> 12;
             x ^= x << 25;
             x ^= x >> 27;
-            ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) % n)
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) % n
         })
         .collect()
 }

@@ -37,6 +37,7 @@ use cache_core::{
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
+use crate::client::exec::in_tokio;
 use crate::client::RedisClient;
 use crate::config::RedisBackendBuilder;
 use crate::envelope;
@@ -1131,13 +1132,7 @@ impl RedisBackend {
         &self,
         fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
     ) -> Result<T, CacheError> {
-        if in_tokio() {
-            fut.await
-        } else {
-            crate::client::exec::run(fut)
-                .await
-                .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
-        }
+        crate::client::exec::on_runtime(fut).await
     }
 
     /// The encoded payloads of `fills`, with what the set script needs of each.
@@ -1160,12 +1155,6 @@ impl RedisBackend {
             .encode()
             .inspect_err(|_| self.inner.counters.errors.incr())
     }
-}
-
-/// Whether the current thread can await tokio timers (inside a tokio runtime).
-#[inline]
-fn in_tokio() -> bool {
-    tokio::runtime::Handle::try_current().is_ok()
 }
 
 impl Backend for RedisBackend {

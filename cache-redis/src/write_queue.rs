@@ -76,10 +76,6 @@ impl std::fmt::Debug for RedisWriteQueue {
 /// Claimed writes of one writer not yet due: stream id → (write, not-before unix ms).
 type Held = HashMap<String, (QueuedWrite, u64)>;
 
-fn in_tokio() -> bool {
-    tokio::runtime::Handle::try_current().is_ok()
-}
-
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -174,19 +170,6 @@ impl RedisWriteQueue {
 
     fn lock_key(&self, writer: &str, key: &str) -> String {
         self.layout.write_lock(writer, key)
-    }
-
-    /// Runs `fut` on a tokio runtime (the caller's, or the crate's executor).
-    async fn on_runtime<T: Send + 'static>(
-        fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
-    ) -> Result<T, CacheError> {
-        if in_tokio() {
-            fut.await
-        } else {
-            crate::client::exec::run(fut)
-                .await
-                .unwrap_or_else(|| Err(CacheError::backend("redis", "runtime stopped")))
-        }
     }
 
     fn block<T: Send + 'static>(
@@ -555,7 +538,7 @@ impl RedisWriteQueue {
 macro_rules! on_runtime {
     ($self:ident, |$q:ident| $body:expr) => {{
         let $q = $self.clone();
-        Box::pin(async move { RedisWriteQueue::on_runtime(async move { $body }).await })
+        Box::pin(async move { crate::client::exec::on_runtime(async move { $body }).await })
     }};
 }
 
@@ -576,7 +559,7 @@ impl WriteQueue for SharedQueue {
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<(), CacheError>> {
         let fut = self.0.push_fut(writer, key, args, value);
-        Box::pin(RedisWriteQueue::on_runtime(fut))
+        Box::pin(crate::client::exec::on_runtime(fut))
     }
 
     fn push_blocking(
@@ -597,7 +580,9 @@ impl WriteQueue for SharedQueue {
         writer: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, CacheError>> {
-        Box::pin(RedisWriteQueue::on_runtime(self.0.pending_fut(writer, key)))
+        Box::pin(crate::client::exec::on_runtime(
+            self.0.pending_fut(writer, key),
+        ))
     }
 
     fn pending_blocking(&self, writer: &str, key: &str) -> Result<Option<Vec<u8>>, CacheError> {

@@ -84,6 +84,24 @@ pub(crate) fn block<T: Send + 'static>(
 }
 
 /// Runs `fut` on the executor and awaits it from any executor.
+/// Whether the caller runs inside a tokio runtime.
+pub(crate) fn in_tokio() -> bool {
+    Handle::try_current().is_ok()
+}
+
+/// Awaits `fut` in the caller's task inside tokio, else on the background executor.
+pub(crate) async fn on_runtime<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, cache_core::CacheError>> + Send + 'static,
+) -> Result<T, cache_core::CacheError> {
+    if in_tokio() {
+        fut.await
+    } else {
+        run(fut)
+            .await
+            .unwrap_or_else(|| Err(cache_core::CacheError::backend("redis", "runtime stopped")))
+    }
+}
+
 pub(crate) async fn run<T: Send + 'static>(
     fut: impl Future<Output = T> + Send + 'static,
 ) -> Option<T> {
