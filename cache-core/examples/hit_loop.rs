@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Kinds: `u64` (a sync fn, 4 hot keys), `async` (an async fn on a current-thread runtime, 4
-//! hot keys).
+//! hot keys), `miss` (a sync fn called with a new key each time: miss + fill, on a memory
+//! backend holding every key).
 
 use std::hint::black_box;
 
@@ -47,7 +48,18 @@ fn main() {
                 }
             });
         }
-        other => panic!("unknown kind {other}: u64 or async"),
+        "miss" => {
+            cache_core::registry::install(std::sync::Arc::new(
+                cache_core::MemoryBackend::builder()
+                    .max_entries(4_000_000)
+                    .build()
+                    .expect("a memory backend"),
+            ));
+            for i in 0..n {
+                sum = sum.wrapping_add(hit_u64(black_box(i + 4)));
+            }
+        }
+        other => panic!("unknown kind {other}: u64, async or miss"),
     }
     println!("{sum}");
 }

@@ -97,10 +97,13 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Flights in progress by binary key; the leader holds the same key (one allocation per flight).
+type FlightMap = HashMap<Arc<[u8]>, Arc<Flight>, foldhash::fast::RandomState>;
+
 /// The flights of one cached function, by binary key.
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<Box<[u8]>, Arc<Flight>>>,
+    map: Mutex<FlightMap>,
     /// Keys with a background refresh started and not yet finished (one at a time per key).
     refreshing: Mutex<std::collections::HashSet<Box<[u8]>>>,
     /// Flights ended so far: a caller that missed before a flight ended and leads after it
@@ -119,15 +122,16 @@ impl Flights {
         self.join_locked(&mut self.map.lock(), key)
     }
 
-    fn join_locked(&self, map: &mut HashMap<Box<[u8]>, Arc<Flight>>, key: &[u8]) -> Join<'_> {
+    fn join_locked(&self, map: &mut FlightMap, key: &[u8]) -> Join<'_> {
         if let Some(f) = map.get(key) {
             return Join::Follow(f.clone());
         }
         let flight = Arc::new(Flight::new());
-        map.insert(key.into(), flight.clone());
+        let key: Arc<[u8]> = key.into();
+        map.insert(key.clone(), flight.clone());
         Join::Lead(Leader {
             flights: self,
-            key: key.into(),
+            key,
             flight,
             done: false,
         })
@@ -195,7 +199,7 @@ impl Drop for RefreshClaim {
 /// retry.
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
-    key: Box<[u8]>,
+    key: Arc<[u8]>,
     flight: Arc<Flight>,
     done: bool,
 }
@@ -206,7 +210,7 @@ impl Leader<'_> {
             return;
         }
         self.done = true;
-        self.flights.map.lock().remove(&self.key);
+        self.flights.map.lock().remove(&*self.key);
         self.flights.ended.fetch_add(1, Ordering::Release);
         self.flight.finish(state);
     }

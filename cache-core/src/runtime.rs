@@ -137,8 +137,10 @@ impl FnCache {
     /// The dependency every entry of this function has (what [`crate::FnRef::invalidate_all`]
     /// invalidates).
     pub fn all_dependency(&self, info: &CallInfo<'_>) -> String {
-        let mut s = String::from("fn:");
-        s.push_str(info.self_type.unwrap_or(self.meta.module));
+        let module = info.self_type.unwrap_or(self.meta.module);
+        let mut s = String::with_capacity(5 + module.len() + self.meta.name.len());
+        s.push_str("fn:");
+        s.push_str(module);
         s.push_str("::");
         s.push_str(self.meta.name);
         s
