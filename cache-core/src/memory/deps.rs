@@ -1,7 +1,11 @@
 //! The dependency reverse index: dependency string -> the entries that depend on it.
 //!
 //! Every entry is indexed under its own key text (the implicit dependency that lets
-//! `invalidate(text)` find it) and under each of its declared dependencies. The index lives
+//! `invalidate(text)` find it) and under each of its declared dependencies, except *groups*:
+//! names starting with `fn:`, which every entry of a cached fn carries (what `invalidate_all`
+//! invalidates). A group would be one set holding every entry of its fn, so groups are not
+//! indexed: invalidating one scans the shards ([`is_group`]), and the memory a fn's
+//! "invalidate all" costs is one shared name, not a set member per entry. The index lives
 //! under the backend's fill lock; it is kept exact: an index entry never refers to an absent
 //! entry, and no set is left empty.
 
@@ -19,6 +23,11 @@ pub(crate) struct EntryRef {
     pub(crate) id: u64,
     pub(crate) shard: u32,
     pub(crate) slot: u32,
+}
+
+/// Whether `dependency` is a group (a fn's `fn:` name): not indexed, found by a scan.
+pub(crate) fn is_group(dependency: &str) -> bool {
+    dependency.starts_with("fn:")
 }
 
 /// Above this many dependents, a set switches from a small vector to a hash set.
@@ -115,7 +124,7 @@ impl DepIndex {
     /// Indexes an entry under its key text and its dependencies.
     pub(crate) fn add_entry(&mut self, r: EntryRef, text: &Arc<str>, dependencies: &[Arc<str>]) {
         self.add(text, r);
-        for d in dependencies {
+        for d in dependencies.iter().filter(|d| !is_group(d)) {
             self.add(d, r);
         }
     }
@@ -123,7 +132,7 @@ impl DepIndex {
     /// Removes an entry from the sets of its key text and its dependencies.
     pub(crate) fn remove_entry(&mut self, r: EntryRef, text: &str, dependencies: &[Arc<str>]) {
         self.remove(text, &r);
-        for d in dependencies {
+        for d in dependencies.iter().filter(|d| !is_group(d)) {
             self.remove(d, &r);
         }
     }

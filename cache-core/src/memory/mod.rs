@@ -56,7 +56,7 @@ pub use clock::ManualClock;
 pub use policy::EvictionPolicy;
 
 use clock::Clock;
-use deps::{DepIndex, EntryRef};
+use deps::{is_group, DepIndex, EntryRef};
 use lease::Epochs;
 use lock::{ReadGuard, StripedLock, WriteGuard};
 use store::{Displaced, Entry, Expiry, Shard};
@@ -96,6 +96,9 @@ impl Padded {
 /// What the fill lock guards.
 struct FillState {
     index: DepIndex,
+    /// The group names seen (one per cached fn: see [`deps::is_group`]), shared by the
+    /// entries that carry them.
+    groups: hashbrown::HashSet<Arc<str>, foldhash::fast::RandomState>,
     next_id: u64,
 }
 
@@ -313,6 +316,7 @@ impl MemoryBackendBuilder {
             clock,
             fill: Mutex::new(FillState {
                 index: DepIndex::default(),
+                groups: Default::default(),
                 next_id: 0,
             }),
             epochs: Epochs::new(),
@@ -590,6 +594,16 @@ impl MemoryBackend {
     /// assert!(b.dependents_of("nothing").is_empty());
     /// ```
     pub fn dependents_of(&self, dependency: &str) -> Vec<String> {
+        if is_group(dependency) {
+            let mut out: Vec<String> = self
+                .entries_snapshot()
+                .into_iter()
+                .filter(|(_, deps)| deps.iter().any(|d| d == dependency))
+                .map(|(text, _)| text)
+                .collect();
+            out.sort();
+            return out;
+        }
         self.dependency_index_snapshot()
             .remove(dependency)
             .map(|s| s.into_iter().collect())
@@ -847,7 +861,14 @@ impl MemoryBackend {
         // the entry shares the index's copies of names already indexed (every entry of a fn
         // depends on its `fn:` name); the fresh copies go with `index_deps`, after the locks
         for d in deps.iter_mut() {
-            if let Some(shared) = fill.index.shared(d) {
+            if is_group(d) {
+                match fill.groups.get(&**d) {
+                    Some(shared) => *d = shared.clone(),
+                    None => {
+                        fill.groups.insert(d.clone());
+                    }
+                }
+            } else if let Some(shared) = fill.index.shared(d) {
                 *d = shared.clone();
             }
         }
@@ -895,6 +916,21 @@ impl MemoryBackend {
         SetOutcome::Stored
     }
 
+    /// The entries carrying group `name` (a scan of every shard; see [`deps::is_group`]).
+    /// Called under the fill lock.
+    fn group_members(&self, name: &str) -> Vec<EntryRef> {
+        let mut out = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let g = shard.read();
+            for (slot, e) in g.entries() {
+                if e.deps.iter().any(|d| **d == *name) {
+                    out.push(entry_ref(i, slot, e.id));
+                }
+            }
+        }
+        out
+    }
+
     /// Invalidates `dependency` and, transitively, the key texts of the entries it removes.
     fn invalidate_inner(&self, dependency: &str) {
         let mut removed: Vec<Arc<Entry>> = Vec::new();
@@ -908,10 +944,15 @@ impl MemoryBackend {
                     continue;
                 }
                 self.epochs.record(&dep, epoch);
-                let Some(set) = fill.index.take(&dep) else {
-                    continue;
+                let refs = if is_group(&dep) {
+                    self.group_members(&dep)
+                } else {
+                    match fill.index.take(&dep) {
+                        Some(set) => set.to_vec(),
+                        None => continue,
+                    }
                 };
-                for r in set.to_vec() {
+                for r in refs {
                     let entry = self.shards[r.shard as usize].write().remove(r.slot, r.id);
                     if let Some(e) = entry {
                         fill.index.remove_entry(r, &e.text, &e.deps);
