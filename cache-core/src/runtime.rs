@@ -560,12 +560,14 @@ impl FnCache {
     /// No allocation, no global lock. The caller counts a hit with `stripe`.
     #[inline(always)]
     fn probe<V: Cacheable>(&self, key: &LocalKey<'_>, stripe: usize) -> Probe<V> {
-        let found = registry::with_memory_of(self.meta.profile, |m, front, final_misses| {
-            match m.front_hit::<V>(key, stripe) {
+        let found = registry::with_memory_of(
+            self.meta.profile,
+            #[inline(always)]
+            |m, front, final_misses| match m.front_hit::<V>(key, stripe) {
                 Some(v) => Probe::Hit(v),
                 None => shard_probe::<V>(m, key, stripe, front, final_misses),
-            }
-        });
+            },
+        );
         match found {
             Some(found) => found,
             None => self.probe_backend(key),

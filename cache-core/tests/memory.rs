@@ -391,8 +391,16 @@ fn group_names_are_not_indexed_and_still_invalidate() {
         put(&b, &format!("app::get({i})"), &g);
     }
     // an entry that depends on one of them (a nested call), and one of another fn
-    put(&b, "app::page(1)", &EntryOptions::new().depends_on("app::get(7)"));
-    put(&b, "app::other(1)", &EntryOptions::new().depends_on("fn:app::other"));
+    put(
+        &b,
+        "app::page(1)",
+        &EntryOptions::new().depends_on("app::get(7)"),
+    );
+    put(
+        &b,
+        "app::other(1)",
+        &EntryOptions::new().depends_on("fn:app::other"),
+    );
     // the index holds each entry's own key text (the nested dependency `app::get(7)` is one of
     // them): no set of 100 for the group
     assert_eq!(b.dependency_index_len(), 102);

@@ -66,7 +66,7 @@ impl Expiry {
 
     /// Whether the entry may be served now; a read pushes a sliding deadline forward. Entries
     /// without expiration do not read the clock.
-    #[inline]
+    #[inline(always)]
     fn read(&self, clock: &Clock) -> bool {
         let deadline = self.deadline.load(Relaxed);
         if deadline == NEVER {
@@ -313,7 +313,7 @@ pub(crate) struct Shard {
 }
 
 /// Byte equality without a `memcmp` call for the short keys of the hit path.
-#[inline]
+#[inline(always)]
 pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
