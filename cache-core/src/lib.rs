@@ -56,6 +56,7 @@ pub use write_behind::{flush_writes, flush_writes_blocking};
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::backend::BoxFuture;
     pub use crate::error::CacheError;
     pub use crate::key::{KeyBuf, KeyPart};
     pub use crate::runtime::{
@@ -63,7 +64,9 @@ pub mod __private {
         Mode, RawKey, Resilience,
     };
     pub use crate::value::Cacheable;
-    pub use crate::write_behind::{decode_args, queue_write_async, queue_write_blocking, Writer};
+    pub use crate::write_behind::{
+        evict_write, queue_write_async, queue_write_blocking, run_write, run_write_blocking, Writer,
+    };
     pub use ::core::any::type_name;
     pub use ::core::time::Duration;
     pub use ::inventory;
@@ -127,16 +130,6 @@ pub mod __private {
     /// [`crate::runtime::BlockingRefresher`].
     pub fn refresh_job(f: impl FnOnce() + Send + 'static) -> Box<dyn FnOnce() + Send> {
         Box::new(f)
-    }
-
-    /// Runs a sync write-behind body on tokio's blocking pool (a panic is an `Err`).
-    pub async fn run_blocking(
-        f: impl FnOnce() -> Result<(), String> + Send + 'static,
-    ) -> Result<(), String> {
-        match ::tokio::task::spawn_blocking(f).await {
-            Ok(r) => r,
-            Err(e) => Err(format!("the body panicked: {e}")),
-        }
     }
 
     /// Type-checks a key parameter (the error points at the parameter).

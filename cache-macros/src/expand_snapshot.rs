@@ -1,5 +1,6 @@
-//! Snapshot of the expansion of a typical fn (`tests/expand/get_user.expanded.rs`): it must stay
-//! short and name runtime items only through `::cache_core::__private` (plus `::core`/`::std`).
+//! Snapshots of the expansion of a typical fn (`tests/expand/get_user.expanded.rs`) and of a
+//! write-behind fn (`tests/expand/save_counter.expanded.rs`): they must stay short and name
+//! runtime items only through `::cache_core::__private` (plus `::core`/`::std`).
 //! After a deliberate change: `UPDATE_EXPAND=1 cargo test -p cache-macros --lib expand`.
 
 use quote::quote;
@@ -21,8 +22,28 @@ fn expansion_of_a_typical_fn() {
             }
         },
     );
+    check(SNAPSHOT, out, 40);
+}
+
+#[test]
+fn expansion_of_a_write_behind_fn() {
+    let out = crate::write_behind::expand(
+        quote!(get_counter(id), value = count, flush_after = "500ms"),
+        quote! {
+            /// Saves a counter.
+            pub async fn save_counter(id: u64, count: u64) -> Result<(), DbError> {
+                db_write(id, count).await
+            }
+        },
+    );
+    check("tests/expand/save_counter.expanded.rs", out, 50);
+}
+
+/// Compares `out` with the snapshot at `snapshot`, checks that the first fn of the expansion
+/// has at most `max_lines` lines and that absolute paths go through `__private`.
+fn check(snapshot: &str, out: proc_macro2::TokenStream, max_lines: usize) {
     let text = pretty(out.clone());
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SNAPSHOT);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(snapshot);
     if std::env::var_os("UPDATE_EXPAND").is_some() {
         std::fs::write(&path, &text).unwrap();
     }
@@ -33,7 +54,7 @@ fn expansion_of_a_typical_fn() {
     );
     // the wrapped fn itself is short
     let main_fn_lines = text.split("\n}\n").next().map_or(0, |f| f.lines().count());
-    assert!(main_fn_lines <= 40, "{main_fn_lines} lines");
+    assert!(main_fn_lines <= max_lines, "{main_fn_lines} lines");
     // every absolute path goes through `::cache_core::__private`, `::core` or `::std`
     let mut roots = Vec::new();
     absolute_roots(out, &mut roots);

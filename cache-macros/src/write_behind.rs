@@ -265,29 +265,10 @@ fn generate(func: &ItemFn, parsed: Parsed, returns: Returns) -> TokenStream {
     let name_str = name.to_string();
     let aw = is_async.then(|| quote!(.await));
     let call_now = quote!(#now(#(#idents),*)#aw);
-    let run_body = match (is_async, returns) {
-        (true, Returns::Result) => quote! {
-            match #call_now {
-                ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
-                ::core::result::Result::Err(__e) => ::core::result::Result::Err(#p::format!("{:?}", __e)),
-            }
-        },
-        (true, Returns::Unit) => quote! {
-            #call_now;
-            ::core::result::Result::Ok(())
-        },
-        (false, Returns::Result) => quote! {
-            #p::run_blocking(move || match #call_now {
-                ::core::result::Result::Ok(()) => ::core::result::Result::Ok(()),
-                ::core::result::Result::Err(__e) => ::core::result::Result::Err(#p::format!("{:?}", __e)),
-            }).await
-        },
-        (false, Returns::Unit) => quote! {
-            #p::run_blocking(move || {
-                #call_now;
-                ::core::result::Result::Ok(())
-            }).await
-        },
+    let run = if is_async {
+        quote!(#p::run_write)
+    } else {
+        quote!(#p::run_write_blocking)
     };
     let queue = if is_async {
         quote!(#p::queue_write_async)
@@ -308,20 +289,12 @@ fn generate(func: &ItemFn, parsed: Parsed, returns: Returns) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis #sig {
-            #[allow(clippy::type_complexity)]
-            fn __cache_core_run(__a: ::std::vec::Vec<u8>) -> ::cache_core::backend::BoxFuture<'static, ::core::result::Result<(), ::std::string::String>> {
-                ::std::boxed::Box::pin(async move {
-                    let (#(#idents,)*): (#(#types,)*) = #p::decode_args(&__a)?;
-                    #run_body
-                })
+            fn __cache_core_run(__a: ::std::vec::Vec<u8>) -> #p::BoxFuture<'static, ::core::result::Result<(), ::std::string::String>> {
+                #run(__a, |(#(#idents,)*): (#(#types,)*)| #now(#(#idents),*))
             }
-            fn __cache_core_evict(__a: ::std::vec::Vec<u8>) -> ::cache_core::backend::BoxFuture<'static, ()> {
-                ::std::boxed::Box::pin(async move {
-                    #[allow(unused_variables)]
-                    if let ::core::result::Result::Ok((#(#idents,)*)) = #p::decode_args::<(#(#types,)*)>(&__a) {
-                        let _ = #entry.invalidate().await;
-                    }
-                })
+            #[allow(unused_variables)]
+            fn __cache_core_evict(__a: ::std::vec::Vec<u8>) -> #p::BoxFuture<'static, ()> {
+                #p::evict_write(__a, |(#(#idents,)*): (#(#types,)*)| #entry)
             }
             fn __cache_core_target() -> #p::FnRef {
                 #all()

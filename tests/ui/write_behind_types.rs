@@ -13,4 +13,12 @@ fn save_label(id: u64, label: String) {}
 #[write_behind(get_count(id), value = v)]
 fn save(id: u64, v: u64) {}
 
+// the error type must be Debug (it is kept with a failed write)
+struct NotDebug;
+
+#[write_behind(get_counter(id), value = v)]
+fn save_opaque(id: u64, v: u64) -> Result<(), NotDebug> {
+    Ok(())
+}
+
 fn main() {}

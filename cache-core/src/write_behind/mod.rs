@@ -310,10 +310,83 @@ fn not_queued(writer: &'static Writer, e: &CacheError) -> bool {
     false
 }
 
-/// Decodes the arguments of a queued write (generated handlers call it).
-#[doc(hidden)]
-pub fn decode_args<A: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<A, String> {
+fn decode_args<A: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<A, String> {
     value::decode(bytes).map_err(|e| e.to_string())
+}
+
+/// What a `#[write_behind]` body returns: `()` or `Result<(), E>` with `E: Debug` (the error,
+/// formatted, is kept with a failed write).
+///
+/// ```
+/// use cache_core::write_behind::WriteOutcome;
+/// assert_eq!(Err::<(), _>("down").into_write_result(), Err("\"down\"".to_string()));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a `#[write_behind]` fn returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`"
+)]
+pub trait WriteOutcome {
+    /// `Ok(())`, or the error formatted with `Debug`.
+    fn into_write_result(self) -> Result<(), String>;
+}
+
+impl WriteOutcome for () {
+    fn into_write_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Debug> WriteOutcome for Result<(), E> {
+    fn into_write_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Runs an async write-behind body with the decoded arguments of a queued write (what the
+/// generated `Writer::run` does).
+#[doc(hidden)]
+pub fn run_write<A, F, Fut>(args: Vec<u8>, body: F) -> BoxFuture<'static, Result<(), String>>
+where
+    A: serde::de::DeserializeOwned + Send + 'static,
+    F: FnOnce(A) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: WriteOutcome,
+{
+    Box::pin(async move {
+        let a: A = decode_args(&args)?;
+        body(a).await.into_write_result()
+    })
+}
+
+/// [`run_write`] for a sync body (on tokio's blocking pool; a panic is an `Err`).
+#[doc(hidden)]
+pub fn run_write_blocking<A, F, R>(args: Vec<u8>, body: F) -> BoxFuture<'static, Result<(), String>>
+where
+    A: serde::de::DeserializeOwned + Send + 'static,
+    F: FnOnce(A) -> R + Send + 'static,
+    R: WriteOutcome,
+{
+    Box::pin(async move {
+        let a: A = decode_args(&args)?;
+        match tokio::task::spawn_blocking(move || body(a).into_write_result()).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the body panicked: {e}")),
+        }
+    })
+}
+
+/// Invalidates the target entry of a queued write (what the generated `Writer::evict` does).
+#[doc(hidden)]
+pub fn evict_write<A, V, F>(args: Vec<u8>, entry: F) -> BoxFuture<'static, ()>
+where
+    A: serde::de::DeserializeOwned + Send + 'static,
+    V: Cacheable,
+    F: FnOnce(A) -> EntryRef<V> + Send + 'static,
+{
+    Box::pin(async move {
+        if let Ok(a) = decode_args::<A>(&args) {
+            let _ = entry(a).invalidate().await;
+        }
+    })
 }
 
 /// The newest queued value of `key` among `writers` (a miss of their target reads it).
