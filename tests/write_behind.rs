@@ -198,3 +198,14 @@ fn sync_fns_queue_and_flush_too() {
     cache_core::flush_writes_blocking();
     assert_eq!(*LABELS.lock().unwrap(), vec![(9, "nine".to_string())]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_caching_switched_off_the_write_runs_inline() {
+    let _g = SERIAL.lock().await;
+    cache_core::registry::set_enabled(false);
+    let before = STORE_WRITES.load(Ordering::SeqCst);
+    save_counter(50, 5).await.unwrap();
+    cache_core::registry::set_enabled(true);
+    assert_eq!(STORE_WRITES.load(Ordering::SeqCst) - before, 1);
+    assert_eq!(stored(50), Some(5));
+}

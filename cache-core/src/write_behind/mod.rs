@@ -16,6 +16,8 @@
 //!   data store again.
 //! * **Read-your-writes.** Until a write is flushed, a miss of the target returns the queued
 //!   value (on every node sharing the queue) instead of running the target's body.
+//! * With caching switched off ([`registry::set_enabled`](crate::registry::set_enabled)), the
+//!   write runs inline.
 //!
 //! ```
 //! # async fn demo() {
@@ -254,6 +256,10 @@ pub async fn queue_write_async<V: Cacheable, A: serde::Serialize>(
     value: &V,
     args: &A,
 ) -> bool {
+    // caching switched off: the write runs inline, as every cached fn runs its body
+    if !crate::registry::is_enabled() {
+        return false;
+    }
     let (args, bytes) = match encode_write(value, args) {
         Ok(v) => v,
         Err(e) => return not_queued(writer, &e),
@@ -284,6 +290,10 @@ pub fn queue_write_blocking<V: Cacheable, A: serde::Serialize>(
     value: &V,
     args: &A,
 ) -> bool {
+    // caching switched off: the write runs inline, as every cached fn runs its body
+    if !crate::registry::is_enabled() {
+        return false;
+    }
     let (args, bytes) = match encode_write(value, args) {
         Ok(v) => v,
         Err(e) => return not_queued(writer, &e),
