@@ -424,3 +424,64 @@ fn a_profile_jitter_spreads_expiries_too() {
         .unwrap_err();
     assert!(err.to_string().contains("profile.no-ttl.jitter"), "{err}");
 }
+
+/// Pages weigh what their fn says (`weight = page_weight`), not their measured size.
+fn page_weight(page: &str) -> usize {
+    page.len() * 100
+}
+
+#[cached(weight = page_weight)]
+fn page(n: u32) -> String {
+    "x".repeat(100 + n as usize)
+}
+
+#[test]
+fn weight_option_replaces_the_measured_weight() {
+    let m = Arc::new(
+        MemoryBackend::builder()
+            .max_weight(100_000)
+            .shards(1)
+            .build()
+            .unwrap(),
+    );
+    registry::with_backend_blocking(m.clone(), || {
+        page(1);
+        // 101 bytes measured, 10,100 as weighed by the fn (plus the keys)
+        let w = cache_core::Backend::stats(&*m).weight;
+        assert!((10_100..10_300).contains(&w), "weight {w}");
+        for n in 2..30 {
+            page(n);
+        }
+    });
+    // the bound holds with the fn's weights: at most 9 pages of ~10 KB under 100 KB
+    let s = cache_core::Backend::stats(&*m);
+    assert!(s.entries <= 9, "{} entries", s.entries);
+    assert!(s.weight <= 100_000);
+}
+
+#[test]
+fn an_entry_weighs_its_dependency_names_too() {
+    use cache_core::{value, Backend, EntryOptions, Key};
+    let m = MemoryBackend::new();
+    let long = "d".repeat(1000);
+    m.set_blocking(
+        &Key::from_text("a"),
+        value::share(1u8),
+        &EntryOptions::new(),
+        m.current_lease(),
+    )
+    .unwrap();
+    let plain = m.stats().weight;
+    m.set_blocking(
+        &Key::from_text("b"),
+        value::share(1u8),
+        &EntryOptions::new().depends_on(long),
+        m.current_lease(),
+    )
+    .unwrap();
+    assert!(
+        m.stats().weight - plain >= 1000,
+        "{}",
+        m.stats().weight - plain
+    );
+}

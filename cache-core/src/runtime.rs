@@ -22,7 +22,7 @@ use crate::key::{self, KeyBuf, KeyPart};
 use crate::memory::Typed;
 use crate::registry::{self, Resolved};
 use crate::stats::{FnCounters, FnStats};
-use crate::value::{self, Cacheable, Hit};
+use crate::value::{self, Cacheable, Hit, SharedValue};
 
 mod batch;
 mod call;
@@ -84,6 +84,11 @@ impl FnCache {
             flights: OnceLock::new(),
             writers: OnceLock::new(),
         }
+    }
+
+    /// A value of this fn as backends hold it, weighed by the fn's `weight` if it has one.
+    pub(crate) fn share<V: Cacheable>(&self, value: V) -> SharedValue {
+        value::share_weighed(value, self.meta.weight)
     }
 
     /// The `#[write_behind]` fns whose target is this fn: a miss reads their queued values.

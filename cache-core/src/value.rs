@@ -79,6 +79,40 @@ impl<T: Cacheable> CacheValue for Typed<T> {
     }
 }
 
+/// A typed value with a weight given by its fn (`#[cached(weight = ..)]`) instead of measured.
+struct Weighed<T>(T, usize);
+
+impl<T: Cacheable> CacheValue for Weighed<T> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+    fn encode(&self) -> Result<Vec<u8>, CacheError> {
+        encode(&self.0)
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<T>()
+    }
+    fn weight(&self) -> usize {
+        self.1
+    }
+}
+
+/// Wraps a typed value whose weight `weigh` gives (`None`: measured, as [`share`] does).
+///
+/// ```
+/// let v = cache_core::value::share_weighed(vec![0u8; 10], Some(|_: &dyn std::any::Any| 1000));
+/// assert_eq!(v.weight(), 1000);
+/// ```
+pub fn share_weighed<T: Cacheable>(value: T, weigh: Option<fn(&dyn Any) -> usize>) -> SharedValue {
+    match weigh {
+        Some(w) => {
+            let weight = w(&value);
+            Arc::new(Weighed(value, weight))
+        }
+        None => share(value),
+    }
+}
+
 /// A value held by a backend: shared, type-erased.
 pub type SharedValue = Arc<dyn CacheValue>;
 

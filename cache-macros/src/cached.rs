@@ -224,6 +224,17 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
         }
     }
     check_resilience(&opts, &params, sig, ret.as_ref(), &mut err);
+    if let Some(w) = &opts.weight {
+        if opts.batch.is_some() || !sig.generics.params.is_empty() {
+            combine(
+                &mut err,
+                syn::Error::new_spanned(
+                    w,
+                    "`weight` is not supported on `batch` or generic fns yet (their weight is measured from the value)",
+                ),
+            );
+        }
+    }
     match (err, ret) {
         (Some(e), _) => Err(e),
         (None, None) => unreachable!("an invalid return type is an error"),
@@ -392,6 +403,20 @@ impl Plan<'_> {
             res(o.timeout),
             res(o.refresh_ahead),
         );
+        let weight = match &o.weight {
+            Some(path) => {
+                let value = &self.ret.value;
+                quote!(::core::option::Option::Some({
+                    fn __cache_core_weight(v: &dyn ::core::any::Any) -> usize {
+                        // a closure, so `fn(&str)` serves a `String` value (deref coercion)
+                        #[allow(clippy::redundant_closure)]
+                        v.downcast_ref::<#value>().map_or(0, |v| #path(v))
+                    }
+                    __cache_core_weight
+                }))
+            }
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             static #name: #p::FnCache = #p::FnCache::new(#p::FnMeta {
                 module: #p::module_path!(),
@@ -410,6 +435,7 @@ impl Plan<'_> {
                     timeout: #timeout,
                     refresh_ahead: #ahead,
                 },
+                weight: #weight,
             });
         }
     }

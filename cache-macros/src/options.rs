@@ -27,6 +27,7 @@ const OPTIONS: &[&str] = &[
     "stale_if_error",
     "timeout",
     "refresh_ahead",
+    "weight",
 ];
 
 /// The parsed options of one `#[cached(...)]`.
@@ -56,6 +57,8 @@ pub(crate) struct CachedOptions {
     pub stale_if_error: Option<(u64, Span)>,
     pub timeout: Option<(u64, Span)>,
     pub refresh_ahead: Option<(u64, Span)>,
+    /// `weight = path::to::fn`: a value's weight (`fn(&V) -> usize`) for `max_weight`.
+    pub weight: Option<syn::Path>,
 }
 
 impl CachedOptions {
@@ -181,6 +184,15 @@ impl CachedOptions {
                 self.cache_none = Some((lit_bool(v, "cache_none")?, span_of(meta)));
             }
             "lock" => self.lock = lit_bool(value(meta, "lock = false")?, "lock")?,
+            "weight" => match value(meta, "weight = my_weight")? {
+                Expr::Path(p) if p.qself.is_none() => self.weight = Some(p.path.clone()),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "`weight` takes the path of a `fn(&V) -> usize` (the value's weight in bytes for `max_weight`), e.g. `weight = page_weight`",
+                    ))
+                }
+            },
             "companions" => {
                 self.companions = lit_bool(value(meta, "companions = false")?, "companions")?
             }

@@ -40,6 +40,7 @@ static HIT_FN: FnCache = FnCache::new(FnMeta {
     lock: false,
     custom_key: false,
     resilience: cache_core::runtime::Resilience::NONE,
+    weight: None,
 });
 
 async fn hit_fn(x: u64) -> String {

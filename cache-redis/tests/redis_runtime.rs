@@ -24,6 +24,7 @@ const fn meta(name: &'static str) -> FnMeta {
         lock: true,
         custom_key: false,
         resilience: cache_core::runtime::Resilience::NONE,
+        weight: None,
     }
 }
 

@@ -836,9 +836,13 @@ impl MemoryBackend {
         let mut deps = normalize_dependencies(&options.dependencies, &text);
         // the same names (shared), for the index
         let index_deps = deps.clone();
+        // the value, the keys and the dependency names it alone holds (a group name is shared
+        // by every entry of its fn)
+        let dep_bytes: usize = deps.iter().filter(|d| !is_group(d)).map(|d| d.len()).sum();
         let weight = (value.weight() as u64)
             .saturating_add(local.bytes.len() as u64)
-            .saturating_add(text.len() as u64);
+            .saturating_add(text.len() as u64)
+            .saturating_add(dep_bytes as u64);
         let expiry = Expiry::new(
             self.clock.now(),
             options.ttl,

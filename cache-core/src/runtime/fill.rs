@@ -13,7 +13,7 @@ use crate::context;
 use crate::error::CacheError;
 use crate::flight::Leader;
 use crate::registry;
-use crate::value::{self, Cacheable, SharedValue};
+use crate::value::{Cacheable, SharedValue};
 
 /// Runs the body of a call that missed and stores its value.
 pub struct Filler<V> {
@@ -205,7 +205,7 @@ impl<V: Cacheable> Filler<V> {
         let abandon = Abandon::arm(&target, &key);
         let (r, collected) = context::collect(fut).await;
         let elapsed = start.elapsed();
-        let value = to_value(&r).map(value::share);
+        let value = to_value(&r).map(|v| self.cache.share(v));
         abandon.disarm(value.is_some());
         if let Some(v) = &value {
             target.options.dependencies.extend(collected);
@@ -235,7 +235,7 @@ impl<V: Cacheable> Filler<V> {
         let abandon = Abandon::arm(&target, &key);
         let (r, collected) = context::collect_blocking(f);
         let elapsed = start.elapsed();
-        let value = to_value(&r).map(value::share);
+        let value = to_value(&r).map(|v| self.cache.share(v));
         abandon.disarm(value.is_some());
         if let Some(v) = &value {
             target.options.dependencies.extend(collected);

@@ -9,7 +9,7 @@ use crate::backend::{EntryOptions, Key, Lease, Lookup};
 use crate::error::CacheError;
 use crate::registry;
 use crate::stats::FnStats;
-use crate::value::{self, Cacheable};
+use crate::value::Cacheable;
 
 /// A handle on one entry of a cached function (what `<fn>_key(..)` returns).
 pub struct EntryRef<V> {
@@ -56,7 +56,7 @@ impl<V: Cacheable> EntryRef<V> {
         backend
             .set(
                 &self.key,
-                value::share(value),
+                self.cache.share(value),
                 &self.options,
                 Lease::UNCONDITIONAL,
             )
@@ -71,7 +71,7 @@ impl<V: Cacheable> EntryRef<V> {
         backend
             .set_blocking(
                 &self.key,
-                value::share(value),
+                self.cache.share(value),
                 &self.options,
                 Lease::UNCONDITIONAL,
             )

@@ -32,6 +32,10 @@ pub struct FnMeta {
     pub custom_key: bool,
     /// Stale-while-revalidate, stale-if-error, timeout, refresh-ahead.
     pub resilience: Resilience,
+    /// `weight = path`: the weight of a value (given as `&dyn Any` holding the fn's value
+    /// type) for weight-bounded stores, in place of the measured one
+    /// ([`crate::weight::of`]).
+    pub weight: Option<fn(&dyn std::any::Any) -> usize>,
 }
 
 /// What a cached fn does with a stale entry and a slow or failing body: the options

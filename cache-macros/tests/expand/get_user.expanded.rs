@@ -50,6 +50,7 @@ fn __cache_core_get_user() -> &'static ::cache_core::__private::FnCache {
             timeout: ::core::option::Option::None,
             refresh_ahead: ::core::option::Option::None,
         },
+        weight: ::core::option::Option::None,
     });
     &CACHE
 }
