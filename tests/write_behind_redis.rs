@@ -529,3 +529,33 @@ fn synced_node(client: redis::Client) -> cache_redis::SyncedBackend {
         .build()
         .unwrap()
 }
+
+/// Clearing the cache (also what a backend does after it finds the server restarted or failed
+/// over) drops entries, not queued writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_the_cache_keeps_queued_writes() {
+    let Some((server, _dir)) = setup() else {
+        return;
+    };
+    let store = shared_store().await;
+    let backend = RedisBackend::builder()
+        .url(server.url())
+        .prefix("wbc")
+        .connect()
+        .await
+        .unwrap();
+    let shared: std::sync::Arc<dyn cache_core::Backend> = std::sync::Arc::new(backend.clone());
+    use cache_core::registry::with_backend;
+    with_backend(shared.clone(), save_later(3000, 30))
+        .await
+        .unwrap();
+    cache_core::Backend::clear(&backend).await.unwrap();
+    let mut con = server.connection().unwrap();
+    let left: u64 = redis::cmd("XLEN")
+        .arg("wbc:wb:{write_behind_redis::save_later}")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(left, 1, "the queued write survived the clear");
+    with_backend(shared, cache_core::flush_writes()).await;
+    assert_eq!(read_store(&store).await.get(&3000), Some(&30));
+}

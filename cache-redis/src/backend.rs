@@ -866,7 +866,13 @@ impl Inner {
                     .await?;
                 let doomed: Vec<&String> = keys
                     .iter()
-                    .filter(|k| **k != this.layout.gen && **k != epochs)
+                    // the write-behind queues are not cache entries: queued writes survive a
+                    // clear (also the one after a server restart or failover)
+                    .filter(|k| {
+                        **k != this.layout.gen
+                            && **k != epochs
+                            && !this.layout.is_write_queue_key(k)
+                    })
                     .collect();
                 if !doomed.is_empty() {
                     this.run("clear", |mut con| async move {

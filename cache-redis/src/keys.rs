@@ -121,6 +121,13 @@ impl Layout {
         }
     }
 
+    /// Whether `key` belongs to a write-behind queue (`P:wb:{W}...`): queued writes, which a
+    /// `clear` of the cache must not drop.
+    pub(crate) fn is_write_queue_key(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(":wb:{"))
+    }
+
     /// `P:wb:{W}:lock:<K>`: the lock of target key `key` while a body of writer `writer` runs.
     pub(crate) fn write_lock(&self, writer: &str, key: &str) -> String {
         format!("{}:wb:{{{}}}:lock:{}", self.prefix, writer, key)
@@ -178,6 +185,9 @@ mod tests {
         assert_eq!(l.entry_text("app:dep:{user:7}"), None);
         assert_eq!(l.entry_text("apple:{x}"), None);
         assert_eq!(l.lock("x"), "app:{x}:lock");
+        assert!(l.is_write_queue_key("app:wb:{m::save}:pending"));
+        assert!(!l.is_write_queue_key("app:{m::get(1)}"));
+        assert!(!l.is_write_queue_key("apple:wb:{x}"));
         let w = l.write_keys("m::save");
         assert_eq!(w.stream, "app:wb:{m::save}");
         assert_eq!(w.pending, "app:wb:{m::save}:pending");

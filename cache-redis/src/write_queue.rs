@@ -315,7 +315,13 @@ impl RedisWriteQueue {
                     .query_async(&mut con)
                     .await
             })
-            .await?;
+            .await
+            .inspect_err(|e| {
+                // the stream (and its group) is gone (FLUSHALL, eviction): make it again
+                if e.to_string().contains("NOGROUP") {
+                    self.groups.lock().remove(writer);
+                }
+            })?;
         let (time, claimed, read) = reply;
         let now_ms = match &time {
             Value::Array(t) if t.len() == 2 => {
