@@ -80,17 +80,17 @@ impl<T: Cacheable> CacheValue for Typed<T> {
 }
 
 /// A typed value with a weight given by its fn (`#[cached(weight = ..)]`) instead of measured.
-struct Weighed<T>(T, usize);
+struct Weighed<T>(Typed<T>, usize);
 
 impl<T: Cacheable> CacheValue for Weighed<T> {
     fn as_any(&self) -> &dyn Any {
-        &self.0
+        self.0.as_any()
     }
     fn encode(&self) -> Result<Vec<u8>, CacheError> {
-        encode(&self.0)
+        self.0.encode()
     }
     fn type_name(&self) -> &'static str {
-        std::any::type_name::<T>()
+        self.0.type_name()
     }
     fn weight(&self) -> usize {
         self.1
@@ -107,7 +107,7 @@ pub fn share_weighed<T: Cacheable>(value: T, weigh: Option<fn(&dyn Any) -> usize
     match weigh {
         Some(w) => {
             let weight = w(&value);
-            Arc::new(Weighed(value, weight))
+            Arc::new(Weighed(Typed(value), weight))
         }
         None => share(value),
     }

@@ -240,11 +240,40 @@ pub async fn replay(letter: &DeadLetter) -> Result<bool, CacheError> {
     Ok(done)
 }
 
-fn encode_write<V: Cacheable, A: serde::Serialize>(
+/// What a write sends to the queue: its arguments and value encoded, or `None` when it is not
+/// to be queued (caching switched off: it runs inline, as every cached fn runs its body; or it
+/// does not encode).
+fn prepare<V: Cacheable, A: serde::Serialize>(
+    writer: &'static Writer,
     value: &V,
     args: &A,
-) -> Result<(Vec<u8>, Vec<u8>), CacheError> {
-    Ok((value::encode(args)?, value::encode(value)?))
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    if !crate::registry::is_enabled() {
+        return None;
+    }
+    match value::encode(args).and_then(|a| Ok((a, value::encode(value)?))) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            not_queued(writer, &e);
+            None
+        }
+    }
+}
+
+/// After the queue took the write (`pushed`) and the entry was stored (`put`): `true` when queued.
+fn settle(
+    writer: &'static Writer,
+    pushed: Result<(), CacheError>,
+    put: Result<(), CacheError>,
+) -> bool {
+    if let Err(e) = pushed {
+        return not_queued(writer, &e);
+    }
+    queued(writer);
+    if let Err(e) = put {
+        tracing::debug!(writer = writer.name, error = %e, "write-behind: cannot store the entry");
+    }
+    true
 }
 
 /// What the generated write fn does: stores `value` as `entry`, queues the write. `true`: queued
@@ -256,13 +285,8 @@ pub async fn queue_write_async<V: Cacheable, A: serde::Serialize>(
     value: &V,
     args: &A,
 ) -> bool {
-    // caching switched off: the write runs inline, as every cached fn runs its body
-    if !crate::registry::is_enabled() {
+    let Some((args, bytes)) = prepare(writer, value, args) else {
         return false;
-    }
-    let (args, bytes) = match encode_write(value, args) {
-        Ok(v) => v,
-        Err(e) => return not_queued(writer, &e),
     };
     let queue = queue_of(&*entry.cache_ref().backend());
     // the queue and the cache at once (one round trip less on Redis); a write that could not
@@ -271,18 +295,13 @@ pub async fn queue_write_async<V: Cacheable, A: serde::Serialize>(
         queue.push(writer.name, entry.key().text(), args, bytes),
         entry.put(value.clone())
     );
-    if let Err(e) = pushed {
+    if pushed.is_err() {
         let _ = entry.invalidate().await;
-        return not_queued(writer, &e);
     }
-    queued(writer);
-    if let Err(e) = put {
-        tracing::debug!(writer = writer.name, error = %e, "write-behind: cannot store the entry");
-    }
-    true
+    settle(writer, pushed, put)
 }
 
-/// [`queue_write_async`], blocking.
+/// [`queue_write_async`], blocking (queued first, then stored).
 #[doc(hidden)]
 pub fn queue_write_blocking<V: Cacheable, A: serde::Serialize>(
     writer: &'static Writer,
@@ -290,23 +309,16 @@ pub fn queue_write_blocking<V: Cacheable, A: serde::Serialize>(
     value: &V,
     args: &A,
 ) -> bool {
-    // caching switched off: the write runs inline, as every cached fn runs its body
-    if !crate::registry::is_enabled() {
+    let Some((args, bytes)) = prepare(writer, value, args) else {
         return false;
-    }
-    let (args, bytes) = match encode_write(value, args) {
-        Ok(v) => v,
-        Err(e) => return not_queued(writer, &e),
     };
     let queue = queue_of(&*entry.cache_ref().backend());
-    if let Err(e) = queue.push_blocking(writer.name, entry.key().text(), args, bytes) {
-        return not_queued(writer, &e);
-    }
-    queued(writer);
-    if let Err(e) = entry.put_blocking(value.clone()) {
-        tracing::debug!(writer = writer.name, error = %e, "write-behind: cannot store the entry");
-    }
-    true
+    let pushed = queue.push_blocking(writer.name, entry.key().text(), args, bytes);
+    let put = match pushed {
+        Ok(()) => entry.put_blocking(value.clone()),
+        Err(_) => Ok(()),
+    };
+    settle(writer, pushed, put)
 }
 
 fn queued(_writer: &'static Writer) {
