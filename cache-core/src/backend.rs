@@ -459,6 +459,19 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
 
+    /// Whether this backend keeps values in this process as they are, never serializing them
+    /// (the memory backend, local caches synchronized across nodes): `#[cached(local)]` fns
+    /// store their values here; with any other backend they use a memory backend of the
+    /// process. Default `false`.
+    ///
+    /// ```
+    /// use cache_core::{Backend, MemoryBackend};
+    /// assert!(MemoryBackend::new().keeps_values_in_process());
+    /// ```
+    fn keeps_values_in_process(&self) -> bool {
+        false
+    }
+
     /// The queue `#[write_behind]` writes to entries of this backend go to: a durable one for
     /// a backend shared by several processes (`cache-redis`: Redis Streams). `None` (the
     /// default): the process's in-process

@@ -63,7 +63,7 @@ pub mod __private {
         BatchFill, Begin, CallInfo, EntryRef, EntryRefs, Filler, FnCache, FnMeta, FnRef, Items,
         Mode, RawKey, Resilience,
     };
-    pub use crate::value::Cacheable;
+    pub use crate::value::{Cacheable, Local};
     pub use crate::write_behind::{
         evict_write, queue_write_async, queue_write_blocking, run_write, run_write_blocking, Writer,
     };

@@ -730,6 +730,39 @@ pub(crate) fn with_backend_of<R>(profile: Option<&str>, f: impl FnOnce(&dyn Back
     })
 }
 
+/// Where a `#[cached(local)]` fn keeps its values when its backend is `backend`: the backend
+/// itself if it keeps values in process ([`Backend::keeps_values_in_process`]), else this
+/// process's local memory backend ([`local_memory`]).
+pub(crate) fn local_tier(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    if backend.keeps_values_in_process() {
+        backend
+    } else {
+        local_memory()
+    }
+}
+
+/// The memory backend that holds the values of `#[cached(local)]` fns whose backend does not
+/// keep values in process (a `RedisBackend`, a `LayeredBackend`): made at first use, default
+/// bounds. Dependency invalidations reach it too ([`crate::invalidate_dependency`]); another
+/// node's do not.
+///
+/// ```
+/// let m = cache_core::registry::local_memory();
+/// assert_eq!(m.name(), "memory");
+/// ```
+pub fn local_memory() -> Arc<dyn Backend> {
+    LOCAL_MEMORY
+        .get_or_init(|| Arc::new(MemoryBackend::new()))
+        .clone()
+}
+
+/// Whether [`local_memory`] was made (so invalidations need to reach it).
+pub(crate) fn local_memory_in_use() -> Option<Arc<dyn Backend>> {
+    LOCAL_MEMORY.get().cloned()
+}
+
+static LOCAL_MEMORY: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
+
 /// The backend a call with `profile` would use now (scoped override, then the profile's
 /// backend, then the default).
 pub fn current_backend(profile: Option<&str>) -> Arc<dyn Backend> {
@@ -737,7 +770,8 @@ pub fn current_backend(profile: Option<&str>) -> Arc<dyn Backend> {
 }
 
 /// Every distinct backend a cached call could reach now: the scoped override (if any), the
-/// default and the profiles' backends. Dependency invalidations go to all of them.
+/// default and the profiles' backends, and the [`local_memory`] of `#[cached(local)]` fns if
+/// it is in use. Dependency invalidations go to all of them.
 pub fn all_backends() -> Vec<Arc<dyn Backend>> {
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
     let mut push = |b: Arc<dyn Backend>| {
@@ -745,6 +779,9 @@ pub fn all_backends() -> Vec<Arc<dyn Backend>> {
             out.push(b);
         }
     };
+    if let Some(local) = local_memory_in_use() {
+        push(local);
+    }
     if let Some(b) = scoped_override() {
         push(b);
         return out;

@@ -387,7 +387,7 @@ impl FnCache {
         self.register();
         let resolved = registry::resolve(self.meta.profile);
         self.check_profile(&resolved);
-        let backend: Arc<dyn Backend> = resolved.backend.clone();
+        let backend = self.tier(resolved.backend.clone());
         let key = Key::from_buf(self.text_key(args, &info), buf, hash);
         let mut declared = Vec::new();
         deps(&mut declared);
@@ -678,7 +678,16 @@ impl FnCache {
     }
 
     pub(crate) fn backend(&self) -> Arc<dyn Backend> {
-        registry::current_backend(self.meta.profile)
+        self.tier(registry::current_backend(self.meta.profile))
+    }
+
+    /// Where this fn's values go when its backend is `backend` (a `local` fn's stay in process).
+    fn tier(&self, backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        if self.meta.local {
+            registry::local_tier(backend)
+        } else {
+            backend
+        }
     }
 }
 

@@ -24,10 +24,43 @@ use crate::error::CacheError;
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a cached value",
-    note = "a cached value must be `Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static`"
+    note = "a cached value must be `Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static`",
+    note = "a value that cannot be serialized (a client handle, a compiled regex, an `Arc<dyn Trait>`) can be kept in this process's memory with `#[cached(local)]`: it then needs only `Clone + Send + Sync + 'static`"
 )]
 pub trait Cacheable: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
 impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Cacheable for T {}
+
+/// A value of a `#[cached(local)]` fn: kept in this process's memory only, never serialized, so
+/// it needs only `Clone + Send + Sync + 'static`. Its `Serialize` and `Deserialize` always fail
+/// (a backend that would have to store its bytes answers a miss and stores nothing).
+///
+/// ```
+/// let v = cache_core::value::Local(std::sync::Arc::new(|x: u32| x + 1));
+/// assert!(cache_core::value::encode(&v).is_err());
+/// assert_eq!((v.0)(1), 2);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Local<T>(pub T);
+
+impl<T> fmt::Debug for Local<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Local<{}>", std::any::type_name::<T>())
+    }
+}
+
+const LOCAL_ONLY: &str = "a #[cached(local)] value is kept in process and never serialized";
+
+impl<T> Serialize for Local<T> {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(LOCAL_ONLY))
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for Local<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(LOCAL_ONLY))
+    }
+}
 
 /// A type-erased cached value, as backends hold it.
 pub trait CacheValue: Any + Send + Sync {

@@ -224,6 +224,12 @@ fn plan(attr: TokenStream, func: &ItemFn) -> syn::Result<Plan<'_>> {
         }
     }
     check_resilience(&opts, &params, sig, ret.as_ref(), &mut err);
+    if let (Some(span), Some(_)) = (opts.local, &opts.batch) {
+        combine(
+            &mut err,
+            syn::Error::new(span, "`local` is not supported on `batch` fns yet"),
+        );
+    }
     if let Some(w) = &opts.weight {
         if opts.batch.is_some() || !sig.generics.params.is_empty() {
             combine(
@@ -373,6 +379,17 @@ impl Plan<'_> {
         }
     }
 
+    /// The type entries hold: the value type, or `Local<value>` for a `local` fn.
+    fn stored(&self) -> TokenStream {
+        let value = &self.ret.value;
+        if self.opts.local.is_some() {
+            let p = p();
+            quote!(#p::Local<#value>)
+        } else {
+            quote!(#value)
+        }
+    }
+
     fn static_item(&self, name: &Ident) -> TokenStream {
         let p = p();
         let o = &self.opts;
@@ -405,18 +422,24 @@ impl Plan<'_> {
         );
         let weight = match &o.weight {
             Some(path) => {
-                let value = &self.ret.value;
+                let stored = self.stored();
+                let inner = if o.local.is_some() {
+                    quote!(&v.0)
+                } else {
+                    quote!(v)
+                };
                 quote!(::core::option::Option::Some({
                     fn __cache_core_weight(v: &dyn ::core::any::Any) -> usize {
                         // a closure, so `fn(&str)` serves a `String` value (deref coercion)
                         #[allow(clippy::redundant_closure)]
-                        v.downcast_ref::<#value>().map_or(0, |v| #path(v))
+                        v.downcast_ref::<#stored>().map_or(0, |v| #path(#inner))
                     }
                     __cache_core_weight
                 }))
             }
             None => quote!(::core::option::Option::None),
         };
+        let local = o.local.is_some();
         quote! {
             static #name: #p::FnCache = #p::FnCache::new(#p::FnMeta {
                 module: #p::module_path!(),
@@ -436,6 +459,7 @@ impl Plan<'_> {
                     refresh_ahead: #ahead,
                 },
                 weight: #weight,
+                local: #local,
             });
         }
     }
@@ -506,7 +530,8 @@ impl Plan<'_> {
     ) -> TokenStream {
         let p = p();
         let cache = self.cache();
-        let value = &self.ret.value;
+        let value = self.stored();
+        let local = self.opts.local.is_some();
         let key = self.key_expr();
         let info = self.info(true);
         let deps = self.deps_expr();
@@ -527,7 +552,11 @@ impl Plan<'_> {
                 "guarded"
             };
             fill = format_ident!("{}_{}", fill.to_string(), kind).into_token_stream();
-            guard = quote!(, |__r| ::core::result::Result::is_err(__r), ::core::result::Result::Ok);
+            guard = if local {
+                quote!(, |__r| ::core::result::Result::is_err(__r), |__v: #value| ::core::result::Result::Ok(__v.0))
+            } else {
+                quote!(, |__r| ::core::result::Result::is_err(__r), ::core::result::Result::Ok)
+            };
         }
         let (begin, refresher) = match refresher {
             Some(r) => (
@@ -536,18 +565,21 @@ impl Plan<'_> {
             ),
             None => (begin, quote!()),
         };
+        // a `local` fn's entries hold `Local<V>`: unwrapped on a hit, wrapped to store
+        let v = if local { quote!(__v.0) } else { quote!(__v) };
+        let wrap = local.then(|| quote!(.map(#p::Local)));
         let (hit, to_value) = match self.ret.kind {
             RetKind::Result => (
-                quote!(::core::result::Result::Ok(__v)),
-                quote!(|__r| __r.as_ref().ok().cloned()),
+                quote!(::core::result::Result::Ok(#v)),
+                quote!(|__r| __r.as_ref().ok().cloned() #wrap),
             ),
             RetKind::Option(false) => (
-                quote!(::core::option::Option::Some(__v)),
-                quote!(|__r| ::core::clone::Clone::clone(__r)),
+                quote!(::core::option::Option::Some(#v)),
+                quote!(|__r| ::core::clone::Clone::clone(__r) #wrap),
             ),
             _ => (
-                quote!(__v),
-                quote!(|__r| ::core::option::Option::Some(::core::clone::Clone::clone(__r))),
+                quote!(#v),
+                quote!(|__r| ::core::option::Option::Some(::core::clone::Clone::clone(__r)) #wrap),
             ),
         };
         let value_span = match &self.func.sig.output {
@@ -792,7 +824,7 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
     let where_clause = &sig.generics.where_clause;
     let asyncness = &sig.asyncness;
     let aw = asyncness.map(|_| quote!(.await));
-    let value = &plan.ret.value;
+    let value = &plan.stored();
     let has_impl_trait = plan.params.iter().any(|p| p.impl_trait);
     let doc_name = if plan.method {
         format!("Self::{name}")

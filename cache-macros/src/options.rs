@@ -28,6 +28,7 @@ const OPTIONS: &[&str] = &[
     "timeout",
     "refresh_ahead",
     "weight",
+    "local",
 ];
 
 /// The parsed options of one `#[cached(...)]`.
@@ -59,6 +60,8 @@ pub(crate) struct CachedOptions {
     pub refresh_ahead: Option<(u64, Span)>,
     /// `weight = path::to::fn`: a value's weight (`fn(&V) -> usize`) for `max_weight`.
     pub weight: Option<syn::Path>,
+    /// `local`: values stay in this process (never serialized), with the option's span.
+    pub local: Option<Span>,
 }
 
 impl CachedOptions {
@@ -210,6 +213,15 @@ impl CachedOptions {
                     }
                 }
             }
+            "local" => match meta {
+                Meta::Path(p) => self.local = Some(span_of(meta)).filter(|_| p.is_ident("local")),
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "`local` takes no value: write `local`",
+                    ))
+                }
+            },
             "include_self" => match meta {
                 Meta::Path(p) => self.include_self = p.get_ident().cloned(),
                 other => {

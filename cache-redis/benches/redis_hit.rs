@@ -41,6 +41,7 @@ static HIT_FN: FnCache = FnCache::new(FnMeta {
     custom_key: false,
     resilience: cache_core::runtime::Resilience::NONE,
     weight: None,
+    local: false,
 });
 
 async fn hit_fn(x: u64) -> String {

@@ -25,6 +25,7 @@ const fn meta(name: &'static str) -> FnMeta {
         custom_key: false,
         resilience: cache_core::runtime::Resilience::NONE,
         weight: None,
+        local: false,
     }
 }
 

@@ -1017,6 +1017,10 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
+    fn keeps_values_in_process(&self) -> bool {
+        true
+    }
+
     fn as_memory(&self) -> Option<&MemoryBackend> {
         Some(self)
     }

@@ -36,6 +36,9 @@ pub struct FnMeta {
     /// type) for weight-bounded stores, in place of the measured one
     /// ([`crate::weight::of`]).
     pub weight: Option<fn(&dyn std::any::Any) -> usize>,
+    /// `#[cached(local)]`: values stay in this process ([`crate::value::Local`]), in the
+    /// backend if it keeps values in process, else in [`crate::registry::local_memory`].
+    pub local: bool,
 }
 
 /// What a cached fn does with a stale entry and a slow or failing body: the options

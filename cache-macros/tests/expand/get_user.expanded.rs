@@ -51,6 +51,7 @@ fn __cache_core_get_user() -> &'static ::cache_core::__private::FnCache {
             refresh_ahead: ::core::option::Option::None,
         },
         weight: ::core::option::Option::None,
+        local: false,
     });
     &CACHE
 }

@@ -581,6 +581,10 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         &self.name
     }
 
+    fn keeps_values_in_process(&self) -> bool {
+        self.local.keeps_values_in_process()
+    }
+
     fn write_queue(&self) -> Option<Arc<dyn cache_core::write_behind::WriteQueue>> {
         self.local.write_queue()
     }
