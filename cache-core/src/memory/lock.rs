@@ -83,6 +83,7 @@ pub(crate) struct StripedLock<T> {
 // SAFETY: the lock hands out `&T` to several threads (needs `Sync`) and `&mut T` to one
 // (needs `Send`), like `RwLock`.
 unsafe impl<T: Send + Sync> Sync for StripedLock<T> {}
+// SAFETY: moving the lock moves its `T` (the stripes and the mutex hold no thread affinity).
 unsafe impl<T: Send> Send for StripedLock<T> {}
 
 pub(crate) struct ReadGuard<'a, T> {
