@@ -11,15 +11,9 @@ use std::sync::Arc;
 const N: u64 = 1_000_000;
 const CHILD: &str = "ENTRY_MEMORY_CHILD";
 
-#[cache_core::cached]
-fn ours(x: u64) -> u64 {
-    x.wrapping_mul(3)
-}
-
-#[cached::proc_macro::cached]
-fn cached_crate(x: u64) -> u64 {
-    x.wrapping_mul(3)
-}
+#[path = "common/u64_fns.rs"]
+mod u64_fns;
+use u64_fns::{cached_crate, ours};
 
 fn resident() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

@@ -11,15 +11,9 @@ use std::time::Instant;
 
 const CALLS: u64 = 200_000;
 
-#[cache_core::cached]
-fn ours(x: u64) -> u64 {
-    x.wrapping_mul(3)
-}
-
-#[cached::proc_macro::cached]
-fn cached_crate(x: u64) -> u64 {
-    x.wrapping_mul(3)
-}
+#[path = "common/u64_fns.rs"]
+mod u64_fns;
+use u64_fns::{cached_crate, ours};
 
 fn best(mut pass: impl FnMut(u64) -> u64) -> f64 {
     let mut best = f64::MAX;

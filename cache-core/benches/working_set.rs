@@ -13,15 +13,9 @@ use std::time::Instant;
 
 const LOOKUPS: usize = 1 << 20;
 
-#[cache_core::cached]
-fn ours(x: u64) -> u64 {
-    x.wrapping_mul(3)
-}
-
-#[cached::proc_macro::cached]
-fn cached_crate(x: u64) -> u64 {
-    x.wrapping_mul(3)
-}
+#[path = "common/u64_fns.rs"]
+mod u64_fns;
+use u64_fns::{cached_crate, ours};
 
 /// A pseudo-random order of `LOOKUPS` keys below `n` (xorshift64*).
 fn order(n: u64) -> Vec<u64> {
