@@ -559,3 +559,64 @@ async fn clearing_the_cache_keeps_queued_writes() {
     with_backend(shared, cache_core::flush_writes()).await;
     assert_eq!(read_store(&store).await.get(&3000), Some(&30));
 }
+
+static SLOW_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static SLOW_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static SLOW_DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A body slower than the key lock lasts (1 s here): every write of the key runs.
+#[write_behind(get_value(id), value = v, flush_after = "10ms", coalesce = false)]
+async fn save_slowly(id: u64, v: u64) -> Result<(), String> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = SLOW_RUNNING.fetch_add(1, SeqCst) + 1;
+    SLOW_MAX.fetch_max(now, SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    SLOW_RUNNING.fetch_sub(1, SeqCst);
+    SLOW_DONE.fetch_add(1, SeqCst);
+    let _ = (id, v);
+    Ok(())
+}
+
+/// A body running longer than the key lock lasts keeps the lock (renewed), so a second write of
+/// the same key, taken by the other flusher loop of the process, waits instead of running at the
+/// same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_body_per_key_even_when_it_outlasts_the_lock() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some((server, _dir)) = setup() else {
+        return;
+    };
+    shared_store().await;
+    let backend: std::sync::Arc<dyn cache_core::Backend> = std::sync::Arc::new(
+        RedisBackend::builder()
+            .url(server.url())
+            .prefix("wbs")
+            .write_queue(Duration::from_secs(1), 1000)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    use cache_core::registry::with_backend;
+    with_backend(backend.clone(), save_slowly(1, 1))
+        .await
+        .unwrap();
+    let flush = tokio::spawn(with_backend(backend.clone(), cache_core::flush_writes()));
+    let end = Instant::now() + DEADLINE;
+    while SLOW_RUNNING.load(SeqCst) == 0 {
+        assert!(Instant::now() < end, "the first body never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // the second write of the key, while the first body runs (a second flush loop takes it)
+    with_backend(backend.clone(), save_slowly(1, 2))
+        .await
+        .unwrap();
+    let second = tokio::spawn(with_backend(backend.clone(), cache_core::flush_writes()));
+    flush.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(SLOW_DONE.load(SeqCst), 2, "both writes ran");
+    assert_eq!(
+        SLOW_MAX.load(SeqCst),
+        1,
+        "never two bodies of the key at once"
+    );
+}

@@ -42,3 +42,4 @@ script_alone!(wb_push, "wb_push.lua");
 script_alone!(wb_start, "wb_start.lua");
 script_alone!(wb_finish, "wb_finish.lua");
 script_alone!(wb_replay, "wb_replay.lua");
+script_alone!(wb_renew, "wb_renew.lua");

@@ -9,7 +9,7 @@
 //! | `P:wb:{W}:latest` | hash | target key → newest sequence queued |
 //! | `P:wb:{W}:done` | hash | target key → newest sequence written |
 //! | `P:wb:{W}:pending` | hash | target key → `<seq>:<value>` (read-your-writes) |
-//! | `P:wb:{W}:lock:<K>` | string | the flusher running a body of key `K` (token, PX) |
+//! | `P:wb:{W}:lock:<K>` | string | the write running a body of key `K` (token; PX `claim_after`, at least 1 s, renewed every third of it while the body runs) |
 //! | `P:wb:{W}:dead` | stream | dead letters (as the stream, plus `e` the last error) |
 //! | `P:wb:{W}:deadkeys` | hash | target key → dead letters of it |
 //! | `P:wb:{W}:queued` | hash | target key → its writes in the stream (its sequence fields are dropped only when none is left) |
@@ -38,9 +38,9 @@ use crate::keys::{Layout, WriteKeys};
 use crate::scripts;
 
 const GROUP: &str = "flushers";
-/// How long a body may hold its key's lock (a body running longer lets another flusher start
-/// one of the same key).
-const LOCK_PX: u64 = 60_000;
+/// The shortest key lock (the lock lasts `claim_after`, at least this; a running body renews it
+/// every third of that).
+const MIN_LOCK_PX: u64 = 1_000;
 
 /// Settings of the Redis write queue.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +60,8 @@ pub(crate) struct RedisWriteQueue {
     /// Writes claimed but not yet due (their `flush_after` or backoff has not passed), per
     /// writer, by stream id, with their not-before time.
     held: Mutex<HashMap<String, Held>>,
+    /// The server's time at the last claim (unix ms): where a busy write's pause starts.
+    server_ms: std::sync::atomic::AtomicU64,
     /// Writers whose consumer group exists.
     groups: Mutex<std::collections::HashSet<String>>,
 }
@@ -154,6 +156,7 @@ impl RedisWriteQueue {
             consumer,
             options,
             held: Mutex::new(HashMap::new()),
+            server_ms: std::sync::atomic::AtomicU64::new(0),
             groups: Mutex::new(Default::default()),
         }
     }
@@ -166,6 +169,11 @@ impl RedisWriteQueue {
     /// told `busy` (another task of this process runs the key) cannot release that lock.
     fn lock_token(&self, write: &QueuedWrite) -> String {
         format!("{}:{}", self.consumer, write.id)
+    }
+
+    /// How long a key lock lasts (ms).
+    fn lock_px(&self) -> u64 {
+        (self.options.claim_after.as_millis() as u64).max(MIN_LOCK_PX)
     }
 
     fn lock_key(&self, writer: &str, key: &str) -> String {
@@ -357,6 +365,8 @@ impl RedisWriteQueue {
             }
             _ => {}
         }
+        self.server_ms
+            .store(now_ms, std::sync::atomic::Ordering::Relaxed);
         let mut held = self.held.lock();
         let held = held.entry(writer.to_string()).or_default();
         for e in entries {
@@ -367,14 +377,10 @@ impl RedisWriteQueue {
         let ready: Vec<String> = held
             .iter()
             .filter(|(_, (w, not_before))| {
-                // a first attempt waits `delay` (flush_after) after it was queued, a retry
-                // until its backoff passed
-                let due = if w.attempts == 0 {
-                    w.queued_at_ms + delay.as_millis() as u64
-                } else {
-                    *not_before
-                };
-                due <= now_ms
+                // a first attempt waits `delay` (flush_after) after it was queued; any write
+                // waits until its not-before time (a retry's backoff, a busy key's pause)
+                (w.attempts > 0 || w.queued_at_ms + delay.as_millis() as u64 <= now_ms)
+                    && *not_before <= now_ms
             })
             .map(|(id, _)| id.clone())
             .take(max)
@@ -391,6 +397,7 @@ impl RedisWriteQueue {
         let token = self.lock_token(write);
         let (key, seq, id) = (write.key.clone(), write.seq, write.id.clone());
         let stream = k.stream.clone();
+        let lock_px = self.lock_px();
         let answer: String = self
             .client
             .run("write_queue_start", |mut con| async move {
@@ -403,7 +410,7 @@ impl RedisWriteQueue {
                     .arg(seq)
                     .arg(if coalesce { "1" } else { "0" })
                     .arg(&token)
-                    .arg(LOCK_PX)
+                    .arg(lock_px)
                     .arg(&id)
                     .invoke_async(&mut con)
                     .await
@@ -416,7 +423,40 @@ impl RedisWriteQueue {
         })
     }
 
+    /// Keeps `write`'s key lock from expiring while its body runs.
+    async fn renew_now(&self, write: &QueuedWrite) -> Result<(), CacheError> {
+        let lock = self.lock_key(&write.writer, &write.key);
+        let token = self.lock_token(write);
+        let px = self.lock_px();
+        let _: i64 = self
+            .client
+            .run("write_queue_renew", |mut con| async move {
+                scripts::wb_renew()
+                    .key(&lock)
+                    .arg(&token)
+                    .arg(px)
+                    .invoke_async(&mut con)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn finish_now(&self, write: &QueuedWrite, how: Finish) -> Result<(), CacheError> {
+        if let Finish::Busy { after } = how {
+            // another write of the key runs: keep this one (still ours in the group) and look
+            // again after the pause; nothing to tell Redis
+            let now = self.server_ms.load(std::sync::atomic::Ordering::Relaxed);
+            self.held
+                .lock()
+                .entry(write.writer.clone())
+                .or_default()
+                .insert(
+                    write.id.clone(),
+                    (write.clone(), now + after.as_millis() as u64),
+                );
+            return Ok(());
+        }
         let k = self.keys(&write.writer);
         let lock = self.lock_key(&write.writer, &write.key);
         let token = self.lock_token(write);
@@ -427,6 +467,7 @@ impl RedisWriteQueue {
                 ("retry", attempts, after.as_millis() as u64, String::new())
             }
             Finish::Dead { error, attempts } => ("dead", attempts, 0, error),
+            Finish::Busy { .. } => return Ok(()), // handled above
         };
         let w = write.clone();
         let _: i64 = self
@@ -625,6 +666,16 @@ impl WriteQueue for SharedQueue {
         let w = write.clone();
         let q = &self.0;
         on_runtime!(q, |q| q.finish_now(&w, how).await)
+    }
+
+    fn lock_renewal(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.0.lock_px() / 3))
+    }
+
+    fn renew<'a>(&'a self, write: &'a QueuedWrite) -> BoxFuture<'a, Result<(), CacheError>> {
+        let w = write.clone();
+        let q = &self.0;
+        on_runtime!(q, |q| q.renew_now(&w).await)
     }
 
     fn dead_letters<'a>(

@@ -183,11 +183,7 @@ async fn run_one(w: &'static Writer, queue: &Arc<dyn WriteQueue>, write: QueuedW
             return;
         }
         Ok(Start::Busy) => {
-            let how = Finish::Retry {
-                after: BUSY_RETRY,
-                attempts: write.attempts,
-            };
-            finish(queue, &write, how).await;
+            finish(queue, &write, Finish::Busy { after: BUSY_RETRY }).await;
             return;
         }
         Err(e) => {
@@ -195,8 +191,25 @@ async fn run_one(w: &'static Writer, queue: &Arc<dyn WriteQueue>, write: QueuedW
             return;
         }
     }
-    // the body on a task of its own: a panic is a failure of this write, nothing more
-    let result = match tokio::spawn((w.run)(write.args.clone())).await {
+    // the body on a task of its own: a panic is a failure of this write, nothing more; the
+    // key's lock is renewed while it runs (a lock that expired would let another flusher run
+    // a body of the same key)
+    let mut body = tokio::spawn((w.run)(write.args.clone()));
+    let renewal = queue.lock_renewal();
+    let joined = loop {
+        match renewal {
+            Some(every) => tokio::select! {
+                r = &mut body => break r,
+                () = tokio::time::sleep(every) => {
+                    if let Err(e) = queue.renew(&write).await {
+                        tracing::warn!(writer = w.name, error = %e, "write-behind: cannot renew a key lock");
+                    }
+                }
+            },
+            None => break (&mut body).await,
+        }
+    };
+    let result = match joined {
         Ok(r) => r,
         Err(e) => Err(format!("the body panicked: {e}")),
     };

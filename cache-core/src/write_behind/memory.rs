@@ -226,11 +226,10 @@ impl WriteQueue for MemoryQueue {
                 let free = r
                     .claimed_at
                     .map_or(true, |at| now.duration_since(at) >= RECLAIM_AFTER);
-                let due = if r.write.attempts == 0 {
-                    now.duration_since(r.queued) >= delay
-                } else {
-                    now >= r.not_before
-                };
+                // a first attempt waits `delay` after it was queued; any write waits until its
+                // not-before time (a retry's backoff, a busy key's pause)
+                let due = (r.write.attempts > 0 || now.duration_since(r.queued) >= delay)
+                    && now >= r.not_before;
                 if free && due {
                     r.claimed_at = Some(now);
                     out.push(r.write.clone());
@@ -278,6 +277,18 @@ impl WriteQueue for MemoryQueue {
             let mut s = self.state.lock();
             let s = &mut *s;
             match how {
+                Finish::Busy { after } => {
+                    if let Some(r) = write
+                        .id
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|id| s.writers.get_mut(&write.writer)?.records.get_mut(&id))
+                    {
+                        r.not_before = Instant::now() + after;
+                        r.claimed_at = None;
+                    }
+                    return Ok(());
+                }
                 Finish::Retry { after, attempts } => {
                     let Some(w) = s.writers.get_mut(&write.writer) else {
                         return Ok(());

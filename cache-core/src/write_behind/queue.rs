@@ -64,6 +64,12 @@ pub enum Finish {
     Done,
     /// Dropped by [`Start::Superseded`]: acknowledge.
     Superseded,
+    /// Told [`Start::Busy`]: claimable again no earlier than `after` from now; its attempts
+    /// and the key's lock (another write's) untouched.
+    Busy {
+        /// Delay before it is claimable again.
+        after: Duration,
+    },
     /// Run again no earlier than `after` from now, with `attempts` failures so far.
     Retry {
         /// Delay before the next attempt.
@@ -146,6 +152,19 @@ pub trait WriteQueue: Send + Sync + 'static {
         write: &'a QueuedWrite,
         coalesce: bool,
     ) -> BoxFuture<'a, Result<Start, CacheError>>;
+
+    /// How often a running body must renew its key's lock ([`renew`](Self::renew)); `None`
+    /// (the default): the lock does not expire.
+    fn lock_renewal(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Keeps the key lock that `write` holds (since [`start`](Self::start) answered
+    /// [`Start::Run`]) from expiring while its body runs. Default: nothing to do.
+    fn renew<'a>(&'a self, write: &'a QueuedWrite) -> BoxFuture<'a, Result<(), CacheError>> {
+        let _ = write;
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// Records how a claimed write ended (and releases the key's lock).
     fn finish<'a>(
