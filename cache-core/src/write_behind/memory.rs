@@ -41,6 +41,14 @@ struct Writer {
     dead: Vec<DeadLetter>,
 }
 
+impl Record {
+    /// Claimable again no earlier than `after` from now.
+    fn pause(&mut self, after: Duration) {
+        self.not_before = Instant::now() + after;
+        self.claimed_at = None;
+    }
+}
+
 impl KeyState {
     /// Releases the key's lock if `id` holds it.
     fn unlock(&mut self, id: &str) {
@@ -48,9 +56,22 @@ impl KeyState {
             self.locked = None;
         }
     }
+
+    /// Drops the pending value if it is write `seq`'s or older (that write is done or dead).
+    fn drop_pending_upto(&mut self, seq: u64) {
+        if self.pending.as_ref().is_some_and(|(s, _)| *s <= seq) {
+            self.pending = None;
+        }
+    }
 }
 
 impl Writer {
+    /// The queued record of `write`, if it is still queued.
+    fn record(&mut self, write: &QueuedWrite) -> Option<&mut Record> {
+        let id: u64 = write.id.parse().ok()?;
+        self.records.get_mut(&id)
+    }
+
     /// Drops the state of a key nothing refers to any more.
     fn tidy(&mut self, key: &str) {
         if let Some(k) = self.keys.get(key) {
@@ -250,10 +271,7 @@ impl WriteQueue for MemoryQueue {
                 return Ok(Start::Superseded);
             };
             // a write no longer queued was finished already (a second claim)
-            let queued = write
-                .id
-                .parse::<u64>()
-                .is_ok_and(|id| w.records.contains_key(&id));
+            let queued = w.record(write).is_some();
             let Some(k) = w.keys.get_mut(&write.key).filter(|_| queued) else {
                 return Ok(Start::Superseded);
             };
@@ -278,14 +296,12 @@ impl WriteQueue for MemoryQueue {
             let s = &mut *s;
             match how {
                 Finish::Busy { after } => {
-                    if let Some(r) = write
-                        .id
-                        .parse::<u64>()
-                        .ok()
-                        .and_then(|id| s.writers.get_mut(&write.writer)?.records.get_mut(&id))
+                    if let Some(r) = s
+                        .writers
+                        .get_mut(&write.writer)
+                        .and_then(|w| w.record(write))
                     {
-                        r.not_before = Instant::now() + after;
-                        r.claimed_at = None;
+                        r.pause(after);
                     }
                     return Ok(());
                 }
@@ -296,15 +312,9 @@ impl WriteQueue for MemoryQueue {
                     if let Some(k) = w.keys.get_mut(&write.key) {
                         k.unlock(&write.id);
                     }
-                    if let Some(r) = write
-                        .id
-                        .parse::<u64>()
-                        .ok()
-                        .and_then(|id| w.records.get_mut(&id))
-                    {
+                    if let Some(r) = w.record(write) {
                         r.write.attempts = attempts;
-                        r.not_before = Instant::now() + after;
-                        r.claimed_at = None;
+                        r.pause(after);
                     }
                     return Ok(());
                 }
@@ -320,9 +330,7 @@ impl WriteQueue for MemoryQueue {
                     {
                         k.done = k.done.max(write.seq);
                         k.unlock(&write.id);
-                        if k.pending.as_ref().is_some_and(|(seq, _)| *seq <= write.seq) {
-                            k.pending = None;
-                        }
+                        k.drop_pending_upto(write.seq);
                     }
                 }
                 Finish::Dead { error, attempts } => {
@@ -331,9 +339,7 @@ impl WriteQueue for MemoryQueue {
                         if let Some(k) = w.keys.get_mut(&write.key) {
                             k.unlock(&write.id);
                             k.dead += 1;
-                            if k.pending.as_ref().is_some_and(|(seq, _)| *seq <= write.seq) {
-                                k.pending = None;
-                            }
+                            k.drop_pending_upto(write.seq);
                         }
                         if let Some(r) = taken {
                             let mut dead = r.write;
