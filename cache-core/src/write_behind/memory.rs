@@ -391,12 +391,14 @@ impl WriteQueue for MemoryQueue {
             let k = w.keys.entry(write.key.clone()).or_default();
             k.dead = k.dead.saturating_sub(1);
             k.queued += 1;
+            // queued when it was first queued (as on Redis): due at once, and its age is real
             let now = Instant::now();
+            let age = Duration::from_millis(unix_ms().saturating_sub(write.queued_at_ms));
             w.records.insert(
                 new_id,
                 Record {
                     write,
-                    queued: now - Duration::from_secs(3600),
+                    queued: now.checked_sub(age).unwrap_or(now),
                     not_before: now,
                     claimed_at: None,
                 },
