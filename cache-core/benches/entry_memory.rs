@@ -6,7 +6,6 @@
 //! Run: `cargo bench -p cache-core --bench entry_memory`
 
 use std::process::Command;
-use std::sync::Arc;
 
 const N: u64 = 1_000_000;
 const CHILD: &str = "ENTRY_MEMORY_CHILD";
@@ -27,15 +26,11 @@ fn resident() -> u64 {
 
 fn child(which: &str) {
     // built before the baseline: the cache's fixed tables are not per-entry cost
-    let memory = Arc::new(
-        cache_core::MemoryBackend::builder()
-            .max_entries(2_000_000)
-            .build()
-            .unwrap(),
-    );
-    let quick: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(2_000_000);
-    let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(2_000_000);
-    cache_core::registry::install(memory.clone());
+    let u64_fns::Caches {
+        memory,
+        quick,
+        moka,
+    } = u64_fns::Caches::install();
     std::hint::black_box(ours(u64::MAX));
     std::hint::black_box(cached_crate(u64::MAX));
     let before = resident();

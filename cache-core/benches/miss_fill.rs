@@ -6,7 +6,6 @@
 //! Run: `cargo bench -p cache-core --bench miss_fill`
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 const CALLS: u64 = 200_000;
@@ -31,14 +30,7 @@ fn best(mut pass: impl FnMut(u64) -> u64) -> f64 {
 }
 
 fn main() {
-    cache_core::registry::install(Arc::new(
-        cache_core::MemoryBackend::builder()
-            .max_entries(2_000_000)
-            .build()
-            .unwrap(),
-    ));
-    let quick: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(2_000_000);
-    let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(2_000_000);
+    let u64_fns::Caches { quick, moka, .. } = u64_fns::Caches::install();
     let rows = [
         ("cache-core #[cached]", best(ours)),
         ("cached #[cached]", best(cached_crate)),

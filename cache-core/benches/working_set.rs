@@ -8,7 +8,6 @@
 //! Run: `cargo bench -p cache-core --bench working_set`
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 const LOOKUPS: usize = 1 << 20;
@@ -46,15 +45,7 @@ fn time(keys: &[u64], mut hit: impl FnMut(u64) -> u64) -> f64 {
 }
 
 fn main() {
-    let memory = Arc::new(
-        cache_core::MemoryBackend::builder()
-            .max_entries(2_000_000)
-            .build()
-            .unwrap(),
-    );
-    cache_core::registry::install(memory);
-    let quick: quick_cache::sync::Cache<u64, u64> = quick_cache::sync::Cache::new(2_000_000);
-    let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(2_000_000);
+    let u64_fns::Caches { quick, moka, .. } = u64_fns::Caches::install();
     let mut csv = String::from("cache,keys,ns_per_hit\n");
     let mut filled = 0u64;
     let mut n = 1u64;
