@@ -37,7 +37,7 @@ use cache_core::{
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
-use crate::client::exec::in_tokio;
+use crate::client::exec::{in_tokio, on_runtime};
 use crate::client::RedisClient;
 use crate::config::RedisBackendBuilder;
 use crate::envelope;
@@ -1133,14 +1133,6 @@ impl RedisBackend {
         })
     }
 
-    /// Awaits `fut` in the caller's task inside tokio, else on the background executor.
-    async fn on_runtime<T: Send + 'static>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T, CacheError>> + Send + 'static,
-    ) -> Result<T, CacheError> {
-        crate::client::exec::on_runtime(fut).await
-    }
-
     /// The encoded payloads of `fills`, with what the set script needs of each.
     fn encode_fills(&self, fills: &[Fill<'_>]) -> Result<Vec<EncodedFill>, CacheError> {
         fills
@@ -1178,7 +1170,7 @@ impl Backend for RedisBackend {
             // the hit path: no extra async frame
             Box::pin(fut)
         } else {
-            Box::pin(self.on_runtime(fut))
+            Box::pin(on_runtime(fut))
         }
     }
 
@@ -1201,7 +1193,7 @@ impl Backend for RedisBackend {
                 self.inner
                     .clone()
                     .set(key.text_arc().clone(), payload, options.clone(), lease);
-            self.on_runtime(fut).await
+            on_runtime(fut).await
         })
     }
 
@@ -1223,7 +1215,7 @@ impl Backend for RedisBackend {
 
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
         let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
-        Box::pin(self.on_runtime(self.inner.clone().get_many(texts)))
+        Box::pin(on_runtime(self.inner.clone().get_many(texts)))
     }
 
     fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
@@ -1237,7 +1229,7 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<Vec<SetOutcome>, CacheError>> {
         Box::pin(async move {
             let fut = self.inner.clone().set_many(self.encode_fills(fills)?);
-            self.on_runtime(fut).await
+            on_runtime(fut).await
         })
     }
 
@@ -1253,7 +1245,7 @@ impl Backend for RedisBackend {
     fn claim_refresh<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, bool> {
         let fut = self.inner.clone().claim_refresh(key.text_arc().clone());
         Box::pin(async move {
-            self.on_runtime(async move { Ok(fut.await) })
+            on_runtime(async move { Ok(fut.await) })
                 .await
                 .unwrap_or(true)
         })
@@ -1270,7 +1262,7 @@ impl Backend for RedisBackend {
             .inner
             .clone()
             .invalidate(InvalidationKind::Keys, vec![key.text().to_string()]);
-        Box::pin(self.on_runtime(fut))
+        Box::pin(on_runtime(fut))
     }
 
     fn remove_blocking(&self, key: &Key) -> Result<(), CacheError> {
@@ -1286,7 +1278,7 @@ impl Backend for RedisBackend {
             .inner
             .clone()
             .invalidate(InvalidationKind::Dependencies, vec![dependency.to_string()]);
-        Box::pin(self.on_runtime(fut))
+        Box::pin(on_runtime(fut))
     }
 
     fn invalidate_blocking(&self, dependency: &str) -> Result<(), CacheError> {
