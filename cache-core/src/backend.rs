@@ -241,7 +241,11 @@ pub struct Fill<'a> {
 /// * a `set` whose lease predates an invalidation of its key or of one of its dependencies is
 ///   rejected, atomically with respect to invalidations (no stale set);
 /// * `remove` and `invalidate` are transitive: an entry whose key is invalidated also invalidates
-///   every entry that depends on that key (the key text is an implicit dependency of its entry);
+///   every entry that depends on that key (the key text is an implicit dependency of its entry).
+///   The runtime also lists a nested call's dependencies on the enclosing entry (those of an
+///   entry it filled, and those a backend hands to the collector on a hit), so a backend that
+///   keeps no reverse index may rely on them instead of walking dependents (the Redis backend's
+///   protocol 2 does);
 /// * errors are returned, never panicked; the runtime turns them into misses (fail-open).
 ///
 /// ```
@@ -355,6 +359,36 @@ pub trait Backend: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>>;
     /// Reads an entry (blocking form).
     fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError>;
+
+    /// Reads an entry of a call whose entry will depend on `dependencies` (its `depends_on`
+    /// names and the function's own, known before the body runs): a backend that validates
+    /// entries against versions of their dependencies reads those with the entry, in the same
+    /// round trip. The runtime calls this; the default is [`Self::get`].
+    ///
+    /// ```
+    /// use cache_core::{Backend, Key, Lookup, MemoryBackend};
+    /// let b = MemoryBackend::new();
+    /// let found = b.get_declared_blocking(&Key::from_text("k"), &["user:7".to_string()]);
+    /// assert!(matches!(found, Ok(Lookup::Miss(_))));
+    /// ```
+    fn get_declared<'a>(
+        &'a self,
+        key: &'a Key,
+        dependencies: &'a [String],
+    ) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        let _ = dependencies;
+        self.get(key)
+    }
+    /// Reads an entry of a call with known dependencies (blocking form of
+    /// [`Self::get_declared`]).
+    fn get_declared_blocking(
+        &self,
+        key: &Key,
+        dependencies: &[String],
+    ) -> Result<Lookup, CacheError> {
+        let _ = dependencies;
+        self.get_blocking(key)
+    }
 
     /// Reads several entries at once (batch calls, `#[cached(batch(..))]`): one answer per key,
     /// in order. A remote backend answers in one round trip; the default asks [`Self::get`] for

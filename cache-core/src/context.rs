@@ -2,7 +2,8 @@
 //!
 //! While a cached function's body runs on a miss, a collector is active: in async code it is
 //! task-local (it follows the task across `.await`), in sync code thread-local. Every cached
-//! function called inside the body (hit or miss) adds its key to it, and so does
+//! function called inside the body (hit or miss) adds its key to it (and, when it filled its
+//! entry, that entry's dependencies; a backend may add a hit's), and so does
 //! [`add_dependency`]. When the body returns, the collected keys become dependencies of the new
 //! entry, next to its `depends_on` templates; invalidating any of them removes the entry.
 //!

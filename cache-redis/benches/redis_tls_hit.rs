@@ -66,13 +66,19 @@ fn main() {
 
     for round in 1..=ROUNDS {
         let (raw_med, hit_med) =
-            rt.block_on(paired::latency(&raw, &raw_key, &*shared, &key, 20_000));
+            rt.block_on(paired::latency(&raw, &raw_key, &*shared, &key, &[], 20_000));
         println!(
             "round {round}: TLS hit latency: raw GET median {raw_med:?}, backend hit median {hit_med:?}, ratio {:.3}",
             hit_med.as_secs_f64() / raw_med.as_secs_f64()
         );
         let (raw_tp, hit_tp) = rt.block_on(paired::throughput(
-            &raw, &raw_key, &shared, &key, TASKS, 500, 5,
+            &raw,
+            &raw_key,
+            &shared,
+            &(key.clone(), Arc::from(Vec::<String>::new())),
+            TASKS,
+            500,
+            5,
         ));
         println!(
             "round {round}: TLS throughput, {TASKS} tasks: raw {raw_tp:.0} GET/s, backend {hit_tp:.0} hits/s, ratio {:.3}",

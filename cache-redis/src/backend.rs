@@ -81,13 +81,13 @@ pub(crate) struct Inner {
     /// The connection, breaker, op timeout and background tasks ([`crate::client`]).
     pub(crate) client: Arc<RedisClient>,
     pub(crate) layout: Layout,
-    max_payload: usize,
-    compress_over: usize,
-    dependencies: bool,
-    lock_ttl: Option<Duration>,
+    pub(crate) max_payload: usize,
+    pub(crate) compress_over: usize,
+    pub(crate) dependencies: bool,
+    pub(crate) lock_ttl: Option<Duration>,
     retry_limit: Duration,
-    instance: String,
-    counters: Arc<Counters>,
+    pub(crate) instance: String,
+    pub(crate) counters: Arc<Counters>,
     retry: RetryQueue,
     /// The longest ttl (ms) of an entry set by this backend; `u64::MAX` once an entry without
     /// an absolute ttl was set. Bounds how long a failed invalidation is retried.
@@ -101,10 +101,16 @@ pub(crate) struct Inner {
     /// prefix holds has been cleared: entries written before may predate invalidations the
     /// server lost (a snapshot, the last second of an AOF, a lagging replica), so no hit is
     /// served meanwhile.
-    distrust: AtomicBool,
+    pub(crate) distrust: AtomicBool,
     restart_clears: AtomicU64,
     /// The write-behind queue on Redis Streams ([`crate::write_queue`]).
     write_queue: crate::write_queue::SharedQueue,
+    /// The storage protocol (1 or 2, [`crate::versioned`]).
+    pub(crate) protocol: u8,
+    /// Protocol 2: the leases of misses not yet filled.
+    pub(crate) leases: crate::versioned::Leases,
+    /// Protocol 2: the life of a version key (ms) when no entry asks for longer.
+    pub(crate) version_ttl_ms: u64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -117,7 +123,7 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -148,7 +154,7 @@ const INVALIDATION_NAMES_PER_STEP: usize = 64;
 const _: () = assert!(envelope::TOMBSTONE_TTL_MS >= 100 * GEN_FRESH_MS);
 
 /// Monotonic milliseconds since the first call, plus one (0 is "never").
-fn mono_ms() -> u64 {
+pub(crate) fn mono_ms() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
@@ -167,6 +173,52 @@ fn instance_id() -> String {
     )
 }
 
+/// When an entry expires in Redis, and what its envelope says about it.
+pub(crate) struct Expiry {
+    /// The key's expiry in ms (0: none): the ttl or the sliding time, plus the stale window.
+    pub(crate) px: u64,
+    pub(crate) ttl_ms: Option<u64>,
+    pub(crate) sliding_ms: Option<u64>,
+    /// With both a ttl and sliding expiry: the absolute end (unix ms).
+    pub(crate) deadline_ms: Option<u64>,
+    /// With a stale window: the end of the fresh time (unix ms).
+    pub(crate) fresh_until_ms: Option<u64>,
+}
+
+impl Expiry {
+    pub(crate) fn of(options: &EntryOptions) -> Self {
+        let ttl_ms = options.ttl.map(|d| d.as_millis().max(1) as u64);
+        let sliding_ms = options.sliding.map(|d| d.as_millis().max(1) as u64);
+        let px = match (ttl_ms, sliding_ms) {
+            (Some(t), Some(s)) => t.min(s),
+            (Some(t), None) => t,
+            (None, Some(s)) => s,
+            (None, None) => 0,
+        };
+        let deadline_ms = match (ttl_ms, sliding_ms) {
+            (Some(t), Some(_)) => Some(unix_ms() + t),
+            _ => None,
+        };
+        // a stale window: Redis keeps the entry that much longer; the envelope says when it
+        // stops being fresh (not with sliding expiry: a hit's PEXPIRE would not move the
+        // fresh-until time, so such entries have no stale window on Redis)
+        let stale_ms = options.stale.map(|d| d.as_millis().max(1) as u64);
+        let (px, fresh_until_ms) = match (stale_ms, px) {
+            (Some(extra), px) if px > 0 && sliding_ms.is_none() => {
+                (px + extra, Some(unix_ms() + px))
+            }
+            _ => (px, None),
+        };
+        Expiry {
+            px,
+            ttl_ms,
+            sliding_ms,
+            deadline_ms,
+            fresh_until_ms,
+        }
+    }
+}
+
 /// One entry of a batch store: key text, encoded value, options, lease.
 type EncodedFill = (Arc<str>, Vec<u8>, EntryOptions, Lease);
 
@@ -180,7 +232,7 @@ enum Found {
 }
 
 /// A generation as the scripts return it (a decimal string or an integer).
-fn parse_gen(v: &redis::Value) -> Option<u64> {
+pub(crate) fn parse_gen(v: &redis::Value) -> Option<u64> {
     match v {
         redis::Value::Int(i) => u64::try_from(*i).ok(),
         redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -191,7 +243,7 @@ fn parse_gen(v: &redis::Value) -> Option<u64> {
 
 impl Inner {
     /// Remembers `gen`, seen in the reply to a request sent at `sent` ([`mono_ms`]).
-    fn learn_gen(&self, gen: u64, sent: u64) {
+    pub(crate) fn learn_gen(&self, gen: u64, sent: u64) {
         // gen before time: a reader that sees the time sees a generation at least this new
         self.known_gen.fetch_max(gen, Ordering::Release);
         self.known_at.fetch_max(sent, Ordering::Release);
@@ -199,12 +251,21 @@ impl Inner {
 
     /// The remembered generation if it was brought by a request sent within
     /// [`GEN_FRESH_MS`].
-    fn fresh_gen(&self) -> Option<u64> {
+    pub(crate) fn fresh_gen(&self) -> Option<u64> {
         let at = self.known_at.load(Ordering::Acquire);
         if at == 0 || mono_ms().saturating_sub(at) >= GEN_FRESH_MS {
             return None;
         }
         Some(self.known_gen.load(Ordering::Acquire))
+    }
+
+    /// Remembers the server time `time_us` (protocol 2), seen in the reply to a request sent
+    /// at `sent`. Any time seen in a reply is at most the server's time at a later request, so
+    /// it is a safe lease; unlike a generation it is stored, not maxed, so a server whose clock
+    /// went back (a failover) is followed at once.
+    pub(crate) fn learn_time(&self, time_us: u64, sent: u64) {
+        self.known_gen.store(time_us, Ordering::Release);
+        self.known_at.store(sent, Ordering::Release);
     }
 
     /// Runs one Redis operation through the client (breaker, op timeout, classification).
@@ -379,6 +440,32 @@ impl Inner {
             .collect())
     }
 
+    /// Reads several entries: [`Self::get_many`] on protocol 1; on protocol 2, one lookup per
+    /// key, concurrently (they share the connection's pipeline).
+    async fn get_many_any(
+        self: Arc<Self>,
+        texts: Vec<Arc<str>>,
+    ) -> Result<Vec<crate::versioned::Answer>, CacheError> {
+        if self.protocol == 1 {
+            let found = self.get_many(texts).await?;
+            return Ok(found
+                .into_iter()
+                .map(|lookup| crate::versioned::Answer {
+                    lookup,
+                    deps: Vec::new(),
+                })
+                .collect());
+        }
+        futures_util::future::join_all(
+            texts
+                .into_iter()
+                .map(|t| self.clone().v2_get(t, Vec::new())),
+        )
+        .await
+        .into_iter()
+        .collect()
+    }
+
     /// A lookup's answer: a value, or a miss with its lease (a tombstone, a corrupt value, or
     /// any entry while hits are distrusted, is a miss).
     fn answer(self: &Arc<Self>, text: &str, found: Found) -> Lookup {
@@ -397,6 +484,11 @@ impl Inner {
                     self.known_gen.fetch_max(removed, Ordering::Release);
                     self.counters.misses.incr();
                     Lookup::Miss(Lease(gen.max(removed)))
+                }
+                Ok(envelope::Stored::Value(opened)) if opened.version != envelope::VERSION => {
+                    // protocol 2's entry: a miss the fill overwrites
+                    self.counters.misses.incr();
+                    Lookup::Miss(Lease(gen))
                 }
                 Ok(envelope::Stored::Value(opened))
                     if opened.fresh_until_ms.is_some_and(|f| unix_ms() >= f) =>
@@ -488,7 +580,7 @@ impl Inner {
 
     /// Releases the distributed lock of a fill that will not store (in the background: the
     /// caller does not wait).
-    fn abandon(self: &Arc<Self>, text: &str) {
+    pub(crate) fn abandon(&self, text: &str) {
         if self.lock_ttl.is_none() {
             return;
         }
@@ -506,7 +598,7 @@ impl Inner {
     }
 
     /// Extends a sliding entry's expiry without making the caller wait.
-    fn refresh_sliding(self: &Arc<Self>, text: &str, sliding_ms: u64, deadline_ms: Option<u64>) {
+    pub(crate) fn refresh_sliding(&self, text: &str, sliding_ms: u64, deadline_ms: Option<u64>) {
         let mut ms = sliding_ms;
         if let Some(d) = deadline_ms {
             let left = d.saturating_sub(unix_ms());
@@ -552,6 +644,17 @@ impl Inner {
         self: Arc<Self>,
         fills: Vec<EncodedFill>,
     ) -> Result<Vec<SetOutcome>, CacheError> {
+        if self.protocol == 2 {
+            // concurrent requests share the multiplexed connection's pipeline
+            return futures_util::future::join_all(fills.into_iter().map(
+                |(text, payload, options, lease)| {
+                    self.clone().v2_set(text, payload, options, lease)
+                },
+            ))
+            .await
+            .into_iter()
+            .collect();
+        }
         let mut out: Vec<Option<Result<SetOutcome, CacheError>>> =
             (0..fills.len()).map(|_| None).collect();
         let mut sent_fills = Vec::with_capacity(fills.len());
@@ -619,40 +722,18 @@ impl Inner {
         options: &EntryOptions,
         lease: Lease,
     ) -> Result<redis::ScriptInvocation<'static>, usize> {
-        let ttl_ms = options.ttl.map(|d| d.as_millis().max(1) as u64);
-        let sliding_ms = options.sliding.map(|d| d.as_millis().max(1) as u64);
-        let px = match (ttl_ms, sliding_ms) {
-            (Some(t), Some(s)) => t.min(s),
-            (Some(t), None) => t,
-            (None, Some(s)) => s,
-            (None, None) => 0,
-        };
-        let deadline = match (ttl_ms, sliding_ms) {
-            (Some(t), Some(_)) => Some(unix_ms() + t),
-            _ => None,
-        };
-        // a stale window: Redis keeps the entry that much longer; the envelope says when it
-        // stops being fresh (not with sliding expiry: a hit's PEXPIRE would not move the
-        // fresh-until time, so such entries have no stale window on Redis)
-        let stale_ms = options.stale.map(|d| d.as_millis().max(1) as u64);
-        let (px, fresh_until) = match (stale_ms, px) {
-            (Some(extra), px) if px > 0 && sliding_ms.is_none() => {
-                (px + extra, Some(unix_ms() + px))
-            }
-            _ => (px, None),
-        };
+        let expiry = Expiry::of(options);
         let sealed = envelope::seal(
             payload,
             self.compress_over,
-            sliding_ms,
-            deadline,
-            fresh_until,
+            expiry.sliding_ms,
+            expiry.deadline_ms,
+            expiry.fresh_until_ms,
         );
         if sealed.len() > self.max_payload {
             return Err(sealed.len());
         }
-        let horizon = ttl_ms.unwrap_or(u64::MAX);
-        self.max_ttl_ms.fetch_max(horizon, Ordering::Relaxed);
+        self.note_ttl(&expiry);
         let lease_arg = if lease == Lease::UNCONDITIONAL {
             "u".to_string()
         } else {
@@ -667,7 +748,7 @@ impl Inner {
             .arg(text)
             .arg(lease_arg)
             .arg(sealed)
-            .arg(px)
+            .arg(expiry.px)
             .arg(token);
         if self.dependencies {
             for d in &options.dependencies {
@@ -677,8 +758,18 @@ impl Inner {
         Ok(inv)
     }
 
+    /// Remembers the longest ttl of an entry set (how long a failed invalidation is retried).
+    pub(crate) fn note_ttl(&self, expiry: &Expiry) {
+        self.max_ttl_ms
+            .fetch_max(expiry.ttl_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// A value too large for `max_payload`: not stored, and the key's old entry is invalidated.
-    async fn oversize(self: &Arc<Self>, text: &str, size: usize) -> Result<SetOutcome, CacheError> {
+    pub(crate) async fn oversize(
+        self: &Arc<Self>,
+        text: &str,
+        size: usize,
+    ) -> Result<SetOutcome, CacheError> {
         self.counters.oversize.incr();
         tracing::warn!(
             key = text,
@@ -779,6 +870,11 @@ impl Inner {
         kind: InvalidationKind,
         names: &[String],
     ) -> Result<(), RedisCacheError> {
+        if self.protocol == 2 {
+            return self
+                .v2_invalidate(names, kind == InvalidationKind::Keys)
+                .await;
+        }
         let first_mode = match kind {
             InvalidationKind::Keys => "k",
             InvalidationKind::Dependencies => "d",
@@ -833,17 +929,19 @@ impl Inner {
     async fn clear(self: Arc<Self>) -> Result<(), CacheError> {
         let this: &Inner = &self;
         let r: Result<(), RedisCacheError> = async {
-            let sent = mono_ms();
-            let gen: redis::Value = this
-                .run("clear", |mut con| async move {
-                    scripts::clear()
-                        .arg(&this.layout.prefix)
-                        .invoke_async(&mut con)
-                        .await
-                })
-                .await?;
-            if let Some(g) = parse_gen(&gen) {
-                this.learn_gen(g, sent);
+            if this.protocol == 1 {
+                let sent = mono_ms();
+                let gen: redis::Value = this
+                    .run("clear", |mut con| async move {
+                        scripts::clear()
+                            .arg(&this.layout.prefix)
+                            .invoke_async(&mut con)
+                            .await
+                    })
+                    .await?;
+                if let Some(g) = parse_gen(&gen) {
+                    this.learn_gen(g, sent);
+                }
             }
             let pattern = format!("{}:*", this.layout.prefix);
             let epochs = format!("{}:epochs", this.layout.prefix);
@@ -876,10 +974,12 @@ impl Inner {
                     .collect();
                 if !doomed.is_empty() {
                     this.run("clear", |mut con| async move {
-                        redis::cmd("UNLINK")
-                            .arg(&doomed)
-                            .query_async::<()>(&mut con)
-                            .await
+                        // one key per command: on a cluster the keys are in many slots
+                        let mut pipe = redis::pipe();
+                        for k in &doomed {
+                            pipe.cmd("UNLINK").arg(k).ignore();
+                        }
+                        pipe.query_async::<()>(&mut con).await
                     })
                     .await?;
                 }
@@ -978,6 +1078,9 @@ impl RedisBackend {
                 distrust: AtomicBool::new(false),
                 restart_clears: AtomicU64::new(0),
                 write_queue,
+                protocol: b.protocol,
+                leases: Default::default(),
+                version_ttl_ms: b.version_ttl.as_millis().max(1) as u64,
             }
         });
         let weak = Arc::downgrade(&inner);
@@ -986,10 +1089,11 @@ impl RedisBackend {
                 inner.server_changed();
             }
         });
-        if b.dependencies {
+        // protocol 2 holds under every eviction policy and keeps no index to collect
+        if b.dependencies && b.protocol == 1 {
             client.spawn(crate::eviction::check(Arc::downgrade(&client)));
         }
-        if b.gc {
+        if b.gc && b.protocol == 1 {
             crate::gc::start(&gc, b.notifications, b.sweep_interval, b.sweep_batch);
         }
         Ok(RedisBackend { inner })
@@ -1031,6 +1135,17 @@ impl RedisBackend {
     /// ```
     pub fn last_connect_error(&self) -> Option<String> {
         self.inner.client.last_error()
+    }
+
+    /// The storage protocol version (1 or 2; [`RedisBackendBuilder::protocol`]).
+    ///
+    /// ```
+    /// # fn demo(backend: cache_redis::RedisBackend) {
+    /// assert!(matches!(backend.protocol(), 1 | 2));
+    /// # }
+    /// ```
+    pub fn protocol(&self) -> u8 {
+        self.inner.protocol
     }
 
     /// The key prefix.
@@ -1155,6 +1270,17 @@ impl RedisBackend {
     }
 }
 
+/// A lookup's answer for the runtime; the dependencies of a hit join the enclosing fill's (a
+/// nested cached call), in the caller's context.
+fn hand_up(answer: crate::versioned::Answer) -> Lookup {
+    if !answer.deps.is_empty() && cache_core::context::is_collecting() {
+        for d in answer.deps {
+            cache_core::context::add_dependency(d);
+        }
+    }
+    answer.lookup
+}
+
 impl Backend for RedisBackend {
     fn name(&self) -> &str {
         "redis"
@@ -1165,6 +1291,9 @@ impl Backend for RedisBackend {
     }
 
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        if self.inner.protocol == 2 {
+            return self.get_declared(key, &[]);
+        }
         let fut = self.inner.clone().get(key.text_arc().clone());
         if in_tokio() {
             // the hit path: no extra async frame
@@ -1175,8 +1304,48 @@ impl Backend for RedisBackend {
     }
 
     fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError> {
+        if self.inner.protocol == 2 {
+            return self.get_declared_blocking(key, &[]);
+        }
         let inner = self.inner.clone();
         self.block("get", inner.get(key.text_arc().clone()))
+    }
+
+    fn get_declared<'a>(
+        &'a self,
+        key: &'a Key,
+        dependencies: &'a [String],
+    ) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        if self.inner.protocol == 1 {
+            return self.get(key);
+        }
+        let fut = self
+            .inner
+            .clone()
+            .v2_get(key.text_arc().clone(), dependencies.to_vec());
+        Box::pin(async move {
+            let answer = if in_tokio() {
+                fut.await
+            } else {
+                on_runtime(fut).await
+            }?;
+            Ok(hand_up(answer))
+        })
+    }
+
+    fn get_declared_blocking(
+        &self,
+        key: &Key,
+        dependencies: &[String],
+    ) -> Result<Lookup, CacheError> {
+        if self.inner.protocol == 1 {
+            return self.get_blocking(key);
+        }
+        let fut = self
+            .inner
+            .clone()
+            .v2_get(key.text_arc().clone(), dependencies.to_vec());
+        self.block("get", fut).map(hand_up)
     }
 
     fn set<'a>(
@@ -1189,11 +1358,13 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let payload = self.encode(&value)?;
             drop(value);
-            let fut =
-                self.inner
-                    .clone()
-                    .set(key.text_arc().clone(), payload, options.clone(), lease);
-            on_runtime(fut).await
+            let inner = self.inner.clone();
+            let text = key.text_arc().clone();
+            if inner.protocol == 2 {
+                on_runtime(inner.v2_set(text, payload, options.clone(), lease)).await
+            } else {
+                on_runtime(inner.set(text, payload, options.clone(), lease)).await
+            }
         })
     }
 
@@ -1206,21 +1377,27 @@ impl Backend for RedisBackend {
     ) -> Result<SetOutcome, CacheError> {
         let payload = self.encode(&value)?;
         drop(value);
-        let fut = self
-            .inner
-            .clone()
-            .set(key.text_arc().clone(), payload, options.clone(), lease);
-        self.block("set", fut)
+        let inner = self.inner.clone();
+        let text = key.text_arc().clone();
+        if inner.protocol == 2 {
+            self.block("set", inner.v2_set(text, payload, options.clone(), lease))
+        } else {
+            self.block("set", inner.set(text, payload, options.clone(), lease))
+        }
     }
 
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
         let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
-        Box::pin(on_runtime(self.inner.clone().get_many(texts)))
+        Box::pin(async move {
+            let answers = on_runtime(self.inner.clone().get_many_any(texts)).await?;
+            Ok(answers.into_iter().map(hand_up).collect())
+        })
     }
 
     fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
         let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
-        self.block("get_many", self.inner.clone().get_many(texts))
+        let answers = self.block("get_many", self.inner.clone().get_many_any(texts))?;
+        Ok(answers.into_iter().map(hand_up).collect())
     }
 
     fn set_many<'a>(
@@ -1238,7 +1415,8 @@ impl Backend for RedisBackend {
         self.block("set_many", fut)
     }
 
-    fn abandon(&self, key: &Key, _lease: Lease) {
+    fn abandon(&self, key: &Key, lease: Lease) {
+        self.inner.leases.forget(lease);
         self.inner.abandon(key.text());
     }
 

@@ -16,6 +16,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_PAYLOAD: usize = 8 << 20;
 /// Default compression threshold: payloads longer than this are LZ4-compressed.
 pub const DEFAULT_COMPRESS_OVER: usize = 4096;
+/// Default life of a dependency's version key (protocol version 2) after its creation or its
+/// last invalidation, unless an entry stored with it lives longer.
+pub const DEFAULT_VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Configures a [`RedisBackend`](crate::RedisBackend); made by
 /// [`RedisBackend::builder`](crate::RedisBackend::builder) or [`RedisBackendBuilder::from_env`].
@@ -60,6 +63,8 @@ pub struct RedisBackendBuilder {
     pub(crate) tls: TlsOptions,
     pub(crate) write_claim_after: Duration,
     pub(crate) write_capacity: u64,
+    pub(crate) protocol: u8,
+    pub(crate) version_ttl: Duration,
 }
 
 impl Default for RedisBackendBuilder {
@@ -86,6 +91,8 @@ impl Default for RedisBackendBuilder {
             write_claim_after: Duration::from_secs(30),
             write_capacity: 1_000_000,
             tls: TlsOptions::default(),
+            protocol: 1,
+            version_ttl: DEFAULT_VERSION_TTL,
         }
     }
 }
@@ -105,6 +112,7 @@ impl fmt::Debug for RedisBackendBuilder {
             .field("dependencies", &self.dependencies)
             .field("lock_ttl", &self.lock_ttl)
             .field("gc", &self.gc)
+            .field("protocol", &self.protocol)
             .field("tls_ca_cert", &self.tls.ca_pem.as_ref().map(|_| "<set>"))
             .field(
                 "tls_client_cert",
@@ -319,6 +327,37 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// The storage protocol: `1` (the default: reverse dependency indexes, see the README) or
+    /// `2` (entries carry the versions of what they depend on and are validated on read:
+    /// invalidation is O(1), correct under every eviction policy, every script touches one
+    /// hash slot). The two keep different data under the same prefix and must not share one:
+    /// moving to version 2 takes a new prefix. The layered backend runs on version 1 only (for
+    /// now).
+    ///
+    /// ```
+    /// let b = cache_redis::RedisBackend::builder().prefix("shop2").protocol(2);
+    /// assert!(b.validate().is_ok());
+    /// assert!(cache_redis::RedisBackend::builder().protocol(3).validate().is_err());
+    /// ```
+    pub fn protocol(mut self, version: u8) -> Self {
+        self.protocol = version;
+        self
+    }
+
+    /// How long a dependency's version key (protocol version 2) lives after its creation or
+    /// its last invalidation when no entry stored with it asks for longer (default one day). An
+    /// entry whose dependency's version key expired reads as a miss and is filled again.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = cache_redis::RedisBackend::builder().version_ttl(Duration::from_secs(3600));
+    /// assert!(b.validate().is_ok());
+    /// ```
+    pub fn version_ttl(mut self, ttl: Duration) -> Self {
+        self.version_ttl = ttl;
+        self
+    }
+
     /// Reads the configuration from environment variables:
     ///
     /// | variable | option |
@@ -330,6 +369,7 @@ impl RedisBackendBuilder {
     /// | `CACHE_REDIS_MAX_PAYLOAD`, `CACHE_REDIS_COMPRESS_OVER` | sizes in bytes |
     /// | `CACHE_REDIS_DEPENDENCIES`, `CACHE_REDIS_GC` | `true` / `false` |
     /// | `CACHE_REDIS_LOCK_TTL_MS` | [`distributed_lock`](Self::distributed_lock) |
+    /// | `CACHE_REDIS_PROTOCOL` | [`protocol`](Self::protocol) (`1` or `2`) |
     /// | `REDIS_TLS_CA_CERT` | path of a PEM file: [`tls_ca_cert_pem`](Self::tls_ca_cert_pem) |
     /// | `REDIS_TLS_CLIENT_CERT`, `REDIS_TLS_CLIENT_KEY` | paths of PEM files (both or neither): [`tls_client_cert_pem`](Self::tls_client_cert_pem) |
     ///
@@ -427,6 +467,9 @@ impl RedisBackendBuilder {
         if let Some(ms) = num::<u64>(&get, "CACHE_REDIS_LOCK_TTL_MS")? {
             b = b.distributed_lock(Duration::from_millis(ms));
         }
+        if let Some(v) = num(&get, "CACHE_REDIS_PROTOCOL")? {
+            b = b.protocol(v);
+        }
         if let Some(ca) = pem_file(&get, "REDIS_TLS_CA_CERT")? {
             b = b.tls_ca_cert_pem(ca);
         }
@@ -515,6 +558,13 @@ impl RedisBackendBuilder {
             &TlsNames::BUILDER
         })?;
         crate::client::connect::require_tls_url(&self.tls, &info, name("url", "REDIS_URL"))?;
+        if !matches!(self.protocol, 1 | 2) {
+            return Err(RedisCacheError::config(
+                name("protocol", "CACHE_REDIS_PROTOCOL"),
+                format!("`{}` is not a protocol version (1 or 2)", self.protocol),
+            ));
+        }
+        positive("version_ttl", self.version_ttl)?;
         positive("sweep.interval", self.sweep_interval)?;
         if self.sweep_batch == 0 {
             return Err(RedisCacheError::config("sweep.batch", "must be at least 1"));

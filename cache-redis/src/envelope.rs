@@ -9,8 +9,15 @@
 //! [u64 LE]    absolute deadline, unix ms        (if bit 2; caps the sliding refresh)
 //! [u64 LE]    fresh until, unix ms              (if bit 4: the entry has a stale window;
 //!             after this it reads as stale until Redis expires it)
+//! [deps]       protocol version 2 only (byte 1 = 2): the entry's dependencies with their
+//!             versions: a LEB128 count, then per dependency its name (LEB128 length, UTF-8
+//!             bytes) and the version token it was filled under (u64 LE); see
+//!             `crate::versioned`
 //! payload     MessagePack bytes (or their LZ4 block)
 //! ```
+//!
+//! Each protocol reads only its own format version: bytes of the other one are a miss (never
+//! misread), which the next fill overwrites.
 //!
 //! A **tombstone** (written by the invalidation scripts in place of a removed entry, see
 //! `scripts/common.lua`) is the header with flags = bit 3 alone, followed by the invalidation's
@@ -24,6 +31,8 @@
 
 pub(crate) const MAGIC: u8 = 0xCA;
 pub(crate) const VERSION: u8 = 1;
+/// The format version of protocol version 2 (an entry that lists its dependencies' versions).
+pub(crate) const VERSION_2: u8 = 2;
 const F_LZ4: u8 = 1;
 const F_SLIDING: u8 = 2;
 const F_DEADLINE: u8 = 4;
@@ -59,6 +68,8 @@ pub(crate) enum EnvelopeError {
     TooLarge(usize),
     #[error("malformed tombstone generation")]
     Tombstone,
+    #[error("malformed dependency list")]
+    Dependencies,
 }
 
 /// What stored bytes hold.
@@ -78,6 +89,10 @@ pub(crate) struct Opened {
     pub(crate) deadline_ms: Option<u64>,
     /// The end of the fresh time of an entry with a stale window (unix ms).
     pub(crate) fresh_until_ms: Option<u64>,
+    /// The format version (1 or [`VERSION_2`]).
+    pub(crate) version: u8,
+    /// Version 2: the dependencies and the version tokens the entry was filled under.
+    pub(crate) deps: Vec<(String, u64)>,
 }
 
 /// Wraps `payload`, compressing it when it is longer than `compress_over` and LZ4 makes it
@@ -88,6 +103,95 @@ pub(crate) fn seal(
     sliding_ms: Option<u64>,
     deadline_ms: Option<u64>,
     fresh_until_ms: Option<u64>,
+) -> Vec<u8> {
+    seal_as(
+        VERSION,
+        payload,
+        compress_over,
+        sliding_ms,
+        deadline_ms,
+        fresh_until_ms,
+        &[],
+    )
+}
+
+/// Wraps `payload` in the format of protocol version 2, listing `deps` (name, version token).
+pub(crate) fn seal_v2(
+    payload: &[u8],
+    compress_over: usize,
+    sliding_ms: Option<u64>,
+    deadline_ms: Option<u64>,
+    fresh_until_ms: Option<u64>,
+    deps: &[(String, u64)],
+) -> Vec<u8> {
+    seal_as(
+        VERSION_2,
+        payload,
+        compress_over,
+        sliding_ms,
+        deadline_ms,
+        fresh_until_ms,
+        deps,
+    )
+}
+
+fn put_leb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn get_leb128(bytes: &[u8], at: &mut usize) -> Result<u64, EnvelopeError> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at).ok_or(EnvelopeError::Dependencies)?;
+        *at += 1;
+        n |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(n);
+        }
+    }
+    Err(EnvelopeError::Dependencies)
+}
+
+fn get_deps(bytes: &[u8], at: &mut usize) -> Result<Vec<(String, u64)>, EnvelopeError> {
+    let count = get_leb128(bytes, at)?;
+    // every dependency takes at least 9 bytes: a count larger than the rest is corrupt
+    if count > (bytes.len().saturating_sub(*at) / 9) as u64 {
+        return Err(EnvelopeError::Dependencies);
+    }
+    let mut deps = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len =
+            usize::try_from(get_leb128(bytes, at)?).map_err(|_| EnvelopeError::Dependencies)?;
+        let end = at.checked_add(len).ok_or(EnvelopeError::Dependencies)?;
+        let name = bytes.get(*at..end).ok_or(EnvelopeError::Dependencies)?;
+        let name = std::str::from_utf8(name).map_err(|_| EnvelopeError::Dependencies)?;
+        *at = end;
+        let token = bytes.get(*at..*at + 8).ok_or(EnvelopeError::Dependencies)?;
+        *at += 8;
+        deps.push((
+            name.to_string(),
+            u64::from_le_bytes(token.try_into().map_err(|_| EnvelopeError::Dependencies)?),
+        ));
+    }
+    Ok(deps)
+}
+
+fn seal_as(
+    version: u8,
+    payload: &[u8],
+    compress_over: usize,
+    sliding_ms: Option<u64>,
+    deadline_ms: Option<u64>,
+    fresh_until_ms: Option<u64>,
+    deps: &[(String, u64)],
 ) -> Vec<u8> {
     let compressed = (payload.len() > compress_over)
         .then(|| lz4_flex::block::compress_prepend_size(payload))
@@ -106,8 +210,9 @@ pub(crate) fn seal(
         flags |= F_FRESH;
     }
     let body: &[u8] = compressed.as_deref().unwrap_or(payload);
-    let mut out = Vec::with_capacity(3 + 24 + body.len());
-    out.extend_from_slice(&[MAGIC, VERSION, flags]);
+    let deps_len: usize = deps.iter().map(|(n, _)| n.len() + 12).sum();
+    let mut out = Vec::with_capacity(3 + 24 + deps_len + 2 + body.len());
+    out.extend_from_slice(&[MAGIC, version, flags]);
     if let Some(s) = sliding_ms {
         out.extend_from_slice(&s.to_le_bytes());
     }
@@ -116,6 +221,14 @@ pub(crate) fn seal(
     }
     if let Some(f) = fresh_until_ms {
         out.extend_from_slice(&f.to_le_bytes());
+    }
+    if version == VERSION_2 {
+        put_leb128(&mut out, deps.len() as u64);
+        for (name, token) in deps {
+            put_leb128(&mut out, name.len() as u64);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&token.to_le_bytes());
+        }
     }
     out.extend_from_slice(body);
     out
@@ -157,11 +270,12 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored
     if bytes[0] != MAGIC {
         return Err(EnvelopeError::Magic(bytes[0]));
     }
-    if bytes[1] != VERSION {
-        return Err(EnvelopeError::Version(bytes[1]));
+    let version = bytes[1];
+    if version != VERSION && version != VERSION_2 {
+        return Err(EnvelopeError::Version(version));
     }
     let flags = bytes[2];
-    if flags == F_TOMBSTONE {
+    if flags == F_TOMBSTONE && version == VERSION {
         let digits = &bytes[3..];
         if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
             return Err(EnvelopeError::Tombstone);
@@ -198,6 +312,11 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored
     } else {
         None
     };
+    let deps = if version == VERSION_2 {
+        get_deps(&bytes, &mut at)?
+    } else {
+        Vec::new()
+    };
     let payload = if flags & F_LZ4 != 0 {
         let (size, block) = bytes[at..]
             .split_first_chunk::<4>()
@@ -232,6 +351,8 @@ pub(crate) fn open(mut bytes: Vec<u8>, max_decompressed: usize) -> Result<Stored
         sliding_ms,
         deadline_ms,
         fresh_until_ms,
+        version,
+        deps,
     }))
 }
 
@@ -295,6 +416,36 @@ mod tests {
         ] {
             assert!(open(bytes, 1 << 20).is_err());
         }
+    }
+
+    #[test]
+    fn version_2_carries_its_dependencies() {
+        let deps = vec![
+            ("user:7".to_string(), 42u64),
+            ("fn:m::f".to_string(), u64::MAX),
+        ];
+        let sealed = seal_v2(b"v", 1024, None, None, Some(9), &deps);
+        assert_eq!(sealed[..2], [MAGIC, VERSION_2]);
+        let o = value(sealed.clone());
+        assert_eq!(
+            (o.version, o.deps, o.payload),
+            (VERSION_2, deps, b"v".to_vec())
+        );
+        assert_eq!(o.fresh_until_ms, Some(9));
+        let big = vec![3u8; 10_000];
+        let o = value(seal_v2(&big, 100, None, None, None, &[]));
+        assert_eq!((o.payload, o.deps), (big, vec![]));
+        assert_eq!(value(seal(b"v", 1024, None, None, None)).version, VERSION);
+        // truncations and absurd counts are errors
+        for cut in 4..sealed.len() - 1 {
+            let r = open(sealed[..cut].to_vec(), 1 << 20);
+            assert!(
+                !matches!(r, Ok(Stored::Value(ref o)) if o.deps.len() == 2),
+                "cut at {cut}"
+            );
+        }
+        assert!(open(vec![MAGIC, VERSION_2, 0, 0xff, 0xff, 0xff, 0x0f], 1 << 20).is_err());
+        assert!(open(vec![MAGIC, VERSION_2, F_TOMBSTONE, b'1'], 1 << 20).is_err());
     }
 
     #[test]

@@ -50,6 +50,17 @@ impl Layout {
         &self.item_start
     }
 
+    /// `P:v:{N}`: the version key of name `N` (protocol version 2): a dependency, or an
+    /// entry's key text (then in the entry's hash slot).
+    pub(crate) fn version(&self, name: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + name.len() + 5);
+        s.push_str(&self.prefix);
+        s.push_str(":v:{");
+        s.push_str(name);
+        s.push('}');
+        s
+    }
+
     /// `P:{T}:lock`.
     pub(crate) fn lock(&self, text: &str) -> String {
         format!("{}{}}}:lock", self.item_start, text)
@@ -185,6 +196,8 @@ mod tests {
         assert_eq!(l.entry_text("app:dep:{user:7}"), None);
         assert_eq!(l.entry_text("apple:{x}"), None);
         assert_eq!(l.lock("x"), "app:{x}:lock");
+        assert_eq!(l.version("user:7"), "app:v:{user:7}");
+        assert_eq!(l.entry_text("app:v:{user:7}"), None);
         assert!(l.is_write_queue_key("app:wb:{m::save}:pending"));
         assert!(!l.is_write_queue_key("app:{m::get(1)}"));
         assert!(!l.is_write_queue_key("apple:wb:{x}"));

@@ -182,6 +182,12 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
         if self.sweep_interval.is_zero() {
             return Err(CacheError::config("sweep_interval", "must be positive"));
         }
+        if self.l2.protocol() != 1 {
+            return Err(CacheError::config(
+                "l2",
+                "the layered backend needs a Redis backend on protocol version 1 (its L1 is kept coherent through version 1's keys)",
+            ));
+        }
         self.l1.init()?;
         let l1 = Arc::new(self.l1);
         spawn_sweeper(Arc::downgrade(&l1), self.sweep_interval)?;

@@ -31,6 +31,11 @@
 //! | `P:{T}:lock` | its single-flight lock |
 //! | `P:dep:{D}` | key texts of the entries depending on `D` |
 //! | `P:gen`, `P:epochs` | invalidation generation and per-slot invalidation stamps |
+//!
+//! Protocol version 2 ([`RedisBackendBuilder::protocol`]) keeps only the entries (each lists
+//! the versions of what it depends on), their locks, and one version key `P:v:{N}` per
+//! dependency name: invalidation is `O(1)`, correct under every eviction policy, and every
+//! script touches one hash slot.
 #![warn(missing_docs)]
 
 mod backend;
@@ -46,6 +51,7 @@ mod keys;
 mod retry;
 mod scripts;
 mod stats;
+mod versioned;
 mod watch;
 mod write_queue;
 

@@ -27,8 +27,8 @@ script!(gc, "gc.lua");
 script!(sweep, "sweep.lua");
 script!(unlock, "unlock.lua");
 
-/// Scripts that stand alone (no shared header): the write-behind queue's, whose keys all come
-/// in `KEYS[]` under one hash tag.
+/// Scripts that stand alone (no shared header): the write-behind queue's and protocol
+/// version 2's, whose keys all come in `KEYS[]` under one hash tag.
 macro_rules! script_alone {
     ($name:ident, $file:literal) => {
         pub(crate) fn $name() -> &'static Script {
@@ -43,3 +43,7 @@ script_alone!(wb_start, "wb_start.lua");
 script_alone!(wb_finish, "wb_finish.lua");
 script_alone!(wb_replay, "wb_replay.lua");
 script_alone!(wb_renew, "wb_renew.lua");
+script_alone!(v2_version, "v2_version.lua");
+script_alone!(v2_bump, "v2_bump.lua");
+script_alone!(v2_set, "v2_set.lua");
+script_alone!(v2_get, "v2_get.lua");

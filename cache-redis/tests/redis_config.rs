@@ -79,7 +79,9 @@ async fn password_and_acl_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_and_prefix_namespace_applications() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::plain_server()
+    /* SELECT: no databases on a cluster */
+    else {
         return;
     };
     let app1 = common::builder(&server)
@@ -131,6 +133,7 @@ async fn from_vars_and_dependencies_off() {
         "CACHE_REDIS_OP_TIMEOUT_MS" => Some("300".into()),
         "CACHE_REDIS_DEPENDENCIES" => Some("false".into()),
         "CACHE_REDIS_GC" => Some("off".into()),
+        "CACHE_REDIS_PROTOCOL" => Some(common::protocol().to_string()),
         _ => None,
     })
     .unwrap()

@@ -1,7 +1,8 @@
-//! Invalidation under memory pressure: a Redis at its `maxmemory` with a `volatile-*` policy
-//! (the README's advice) evicts entries but never the dependency indexes, so invalidating the
-//! dependencies of hot entries (kept hot by reads while colder fills push Redis past its
-//! limit) leaves none of them served from the cache.
+//! Invalidation under memory pressure: hot entries (kept hot by reads while colder fills push
+//! Redis past its `maxmemory`) are all dropped by the invalidation of their dependencies.
+//! Protocol 1 holds under `volatile-*` policies only (its dependency indexes have no ttl, so
+//! they are never evicted); protocol 2 under every policy (an entry is validated against the
+//! versions of its dependencies: an evicted version key makes it a miss).
 
 #[path = "redis_common/mod.rs"]
 mod common;
@@ -41,14 +42,20 @@ fn evicted_keys(server: &RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
-async fn hot_entries_are_invalidated_under(policy: &str) {
+async fn hot_entries_are_invalidated_under(policy: &str, protocol: u8) {
     let Some(bin) = require_redis_server() else {
         return;
     };
     let server =
         RedisServer::start_with(&bin, &["--maxmemory", "8mb", "--maxmemory-policy", policy])
             .unwrap();
-    let b: Arc<dyn Backend> = Arc::new(common::builder(&server).connect().await.unwrap());
+    let b: Arc<dyn Backend> = Arc::new(
+        common::builder(&server)
+            .protocol(protocol)
+            .connect()
+            .await
+            .unwrap(),
+    );
     for i in 0..HOT {
         fill(&*b, &format!("hot({i})"), &format!("k:{i}"), 100).await;
     }
@@ -85,7 +92,7 @@ async fn hot_entries_are_invalidated_under(policy: &str) {
         stale += is_hit(&*b, &format!("hot({i})")).await as u64;
     }
     println!(
-        "{policy}: {} keys evicted, {hot_before} hot entries cached, {stale} served after their invalidation",
+        "{policy}, protocol {protocol}: {} keys evicted, {hot_before} hot entries cached, {stale} served after their invalidation",
         evicted_keys(&server)
     );
     assert_eq!(stale, 0, "{policy}: invalidated hot entries still served");
@@ -93,19 +100,33 @@ async fn hot_entries_are_invalidated_under(policy: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volatile_lru_keeps_invalidation_whole() {
-    hot_entries_are_invalidated_under("volatile-lru").await;
+    hot_entries_are_invalidated_under("volatile-lru", common::protocol()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volatile_lfu_keeps_invalidation_whole() {
-    hot_entries_are_invalidated_under("volatile-lfu").await;
+    hot_entries_are_invalidated_under("volatile-lfu", common::protocol()).await;
 }
 
-/// The gap that remains: under `allkeys-*` Redis evicts the reverse-index sets of hot entries,
-/// and their invalidation misses them. Run with `--ignored` to measure it; it passes only once
-/// entries are validated against their dependencies on read (the protocol's next version).
+/// Protocol 1's gap: under `allkeys-*` Redis evicts the reverse-index sets of hot entries, and
+/// their invalidation misses them. Run with `--ignored` to measure it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: allkeys-* policies evict dependency indexes (README: use volatile-*)"]
-async fn allkeys_lru_keeps_invalidation_whole() {
-    hot_entries_are_invalidated_under("allkeys-lru").await;
+#[ignore = "protocol 1's known gap: allkeys-* policies evict dependency indexes (README: use volatile-* or protocol 2)"]
+async fn protocol_1_allkeys_lru_keeps_invalidation_whole() {
+    hot_entries_are_invalidated_under("allkeys-lru", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_2_allkeys_lru_keeps_invalidation_whole() {
+    hot_entries_are_invalidated_under("allkeys-lru", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_2_allkeys_lfu_keeps_invalidation_whole() {
+    hot_entries_are_invalidated_under("allkeys-lfu", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_2_volatile_lru_keeps_invalidation_whole() {
+    hot_entries_are_invalidated_under("volatile-lru", 2).await;
 }

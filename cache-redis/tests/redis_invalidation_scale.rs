@@ -79,7 +79,7 @@ fn still_values(server: &RedisServer, n: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidating_a_million_dependents_never_blocks_redis() {
-    let Some(server) = common::server() else {
+    let Some(server) = common::server_for_protocol_1() else {
         return;
     };
     let backend = Arc::new(common::builder(&server).gc(false).connect().await.unwrap());

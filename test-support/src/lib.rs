@@ -171,6 +171,57 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// Starts a one-node Redis Cluster: `--cluster-enabled yes`, the node owning all 16384
+    /// slots, waited for (bounded) until `cluster_state:ok`. A plain connection can use it like
+    /// a single server, except that a script or transaction whose keys hash to different slots
+    /// fails loudly (`CROSSSLOT`), which is what running a protocol on it checks. Its cluster
+    /// config file lives next to the process's temp files and goes with it.
+    ///
+    /// ```no_run
+    /// let Some(bin) = test_support::require_redis_server() else { return };
+    /// let node = test_support::RedisServer::start_one_node_cluster(&bin).unwrap();
+    /// ```
+    pub fn start_one_node_cluster(bin: &Path) -> io::Result<Self> {
+        let port = free_port()?;
+        let conf = std::env::temp_dir().join(format!(
+            "test-support-one-node-{}-{port}.conf",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&conf);
+        let conf_arg = conf.to_string_lossy().into_owned();
+        let server = Self::start_on(
+            bin,
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf_arg,
+            ],
+        )?;
+        let mut con = server
+            .connection()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query::<()>(&mut con)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let ok = wait_until(START_DEADLINE, || {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut con)
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        });
+        if !ok {
+            return Err(io::Error::other(
+                "the one-node cluster did not reach cluster_state:ok",
+            ));
+        }
+        Ok(server)
+    }
+
     /// Starts a server that speaks TLS only (`--port 0 --tls-port P`) with the certificates of
     /// `certs`; `auth_clients` is `--tls-auth-clients yes|no` (whether a client certificate
     /// signed by the CA is required). [`url`](Self::url) is then `rediss://127.0.0.1:P/`.

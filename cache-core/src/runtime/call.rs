@@ -325,7 +325,9 @@ impl Call {
         loop {
             step = match step {
                 Step::Get => {
-                    let found = backend.get(self.key()).await;
+                    let found = backend
+                        .get_declared(self.key(), &self.options.dependencies)
+                        .await;
                     self.got(found)
                 }
                 Step::Remove => {
@@ -378,7 +380,8 @@ impl Call {
         loop {
             step = match step {
                 Step::Get => {
-                    let found = backend.get_blocking(self.key());
+                    let found =
+                        backend.get_declared_blocking(self.key(), &self.options.dependencies);
                     self.got(found)
                 }
                 Step::Remove => {

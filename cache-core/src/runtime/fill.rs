@@ -215,7 +215,7 @@ impl<V: Cacheable> Filler<V> {
                 .await;
             self.cache.after_set(&key, outcome, elapsed, v, &mut target);
         }
-        self.cache.record_dependency(Some(&key));
+        self.cache.record_filled(&key, &target.options.dependencies);
         r
     }
 
@@ -245,7 +245,7 @@ impl<V: Cacheable> Filler<V> {
                     .set_blocking(&key, v.clone(), &target.options, target.lease);
             self.cache.after_set(&key, outcome, elapsed, v, &mut target);
         }
-        self.cache.record_dependency(Some(&key));
+        self.cache.record_filled(&key, &target.options.dependencies);
         r
     }
 }
@@ -325,6 +325,20 @@ impl FnCache {
     fn record_dependency(&self, key: Option<&Key>) {
         if let (Some(k), true) = (key, context::is_collecting()) {
             context::add_dependency(k.text());
+        }
+    }
+
+    /// Records a just-filled entry in the enclosing fill's dependencies, if any: its key and
+    /// everything it depends on. The outer entry then depends on the inner one's dependencies
+    /// directly, which a backend that does not index entries by dependency (Redis, protocol
+    /// version 2: entries are validated against versions of what they depend on) needs to
+    /// invalidate it with them.
+    fn record_filled(&self, key: &Key, dependencies: &[String]) {
+        if context::is_collecting() {
+            context::add_dependency(key.text());
+            for d in dependencies {
+                context::add_dependency(d.as_str());
+            }
         }
     }
 

@@ -15,9 +15,10 @@ pub async fn raw_get(con: &mut MultiplexedConnection, key: &str) {
     assert!(v.is_some(), "the raw key exists");
 }
 
-/// One backend hit of `key`, decoded as a `String` (must be a hit).
-pub async fn backend_hit(backend: &dyn Backend, key: &Key) {
-    let Lookup::Hit(hit) = backend.get(key).await.unwrap() else {
+/// One backend hit of `key` of a call that declares `declared` (as a `#[cached]` fn's call
+/// does), decoded as a `String` (must be a hit).
+pub async fn backend_hit(backend: &dyn Backend, key: &Key, declared: &[String]) {
+    let Lookup::Hit(hit) = backend.get_declared(key, declared).await.unwrap() else {
         panic!("a miss where a hit was expected")
     };
     assert!(hit.into_typed::<String>().is_ok());
@@ -29,6 +30,7 @@ pub async fn latency(
     raw_key: &str,
     backend: &dyn Backend,
     key: &Key,
+    declared: &[String],
     n: usize,
 ) -> (Duration, Duration) {
     let mut con = raw.clone();
@@ -38,7 +40,7 @@ pub async fn latency(
         raw_get(&mut con, raw_key).await;
         r.push(t.elapsed());
         let t = Instant::now();
-        backend_hit(backend, key).await;
+        backend_hit(backend, key, declared).await;
         h.push(t.elapsed());
     }
     r.sort();
@@ -47,12 +49,13 @@ pub async fn latency(
 }
 
 /// Throughput (operations per second) of `tasks` concurrent tasks doing `per_task` raw `GET`s,
-/// then the same with backend hits, alternated `bursts` times.
+/// then the same with backend hits of a key and its declared dependencies, alternated `bursts`
+/// times.
 pub async fn throughput(
     raw: &MultiplexedConnection,
     raw_key: &str,
     backend: &Arc<dyn Backend>,
-    key: &Key,
+    (key, declared): &(Key, Arc<[String]>),
     tasks: usize,
     per_task: usize,
     bursts: usize,
@@ -77,10 +80,10 @@ pub async fn throughput(
         let start = Instant::now();
         let handles: Vec<_> = (0..tasks)
             .map(|_| {
-                let (b, k) = (backend.clone(), key.clone());
+                let (b, k, d) = (backend.clone(), key.clone(), declared.clone());
                 tokio::spawn(async move {
                     for _ in 0..per_task {
-                        backend_hit(&*b, &k).await;
+                        backend_hit(&*b, &k, &d).await;
                     }
                 })
             })

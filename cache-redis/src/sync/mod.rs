@@ -616,6 +616,22 @@ impl<B: Backend> Backend for SyncedBackend<B> {
         self.local.get_blocking(key)
     }
 
+    fn get_declared<'a>(
+        &'a self,
+        key: &'a Key,
+        dependencies: &'a [String],
+    ) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        self.local.get_declared(key, dependencies)
+    }
+
+    fn get_declared_blocking(
+        &self,
+        key: &Key,
+        dependencies: &[String],
+    ) -> Result<Lookup, CacheError> {
+        self.local.get_declared_blocking(key, dependencies)
+    }
+
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
         self.local.get_many(keys)
     }

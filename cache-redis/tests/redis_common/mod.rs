@@ -7,9 +7,47 @@ use cache_redis::{RedisBackend, RedisBackendBuilder};
 use test_support::{require_redis_server, RedisServer};
 
 /// A fresh server, or `None` when redis-server is missing outside CI (the test is skipped).
+/// With `CACHE_REDIS_TEST_CLUSTER=1` (and protocol 2), a one-node Redis Cluster: every script
+/// or transaction touching two hash slots then fails loudly.
 pub fn server() -> Option<RedisServer> {
     let bin = require_redis_server()?;
+    if on_cluster() {
+        return Some(RedisServer::start_one_node_cluster(&bin).expect("a one-node cluster starts"));
+    }
     Some(RedisServer::start(&bin).expect("redis-server starts"))
+}
+
+/// Whether the tests run on a one-node cluster (`CACHE_REDIS_TEST_CLUSTER=1`).
+pub fn on_cluster() -> bool {
+    std::env::var("CACHE_REDIS_TEST_CLUSTER").as_deref() == Ok("1")
+}
+
+/// A fresh single server whatever the tests run on: for the layered backend (protocol 1, not
+/// slot-safe) and tests of protocol 1's own mechanisms.
+pub fn plain_server() -> Option<RedisServer> {
+    let bin = require_redis_server()?;
+    Some(RedisServer::start(&bin).expect("redis-server starts"))
+}
+
+/// A fresh server for a test of protocol 1's own mechanisms (reverse indexes, generations,
+/// tombstones, its garbage collector), `None` when the tests run on protocol 2, which has none
+/// of them (its own tests are in `redis_protocol_v2.rs`).
+pub fn server_for_protocol_1() -> Option<RedisServer> {
+    if protocol() != 1 {
+        eprintln!("skipped: this test is about protocol 1's layout");
+        return None;
+    }
+    plain_server()
+}
+
+/// The storage protocol the tests run on: `CACHE_REDIS_TEST_PROTOCOL` (1 or 2; default 1).
+/// `.ci/run` runs the Redis tests once on each.
+pub fn protocol() -> u8 {
+    match std::env::var("CACHE_REDIS_TEST_PROTOCOL").as_deref() {
+        Ok("2") => 2,
+        Ok("1") | Err(_) => 1,
+        Ok(other) => panic!("CACHE_REDIS_TEST_PROTOCOL must be 1 or 2, not `{other}`"),
+    }
 }
 
 /// A builder pointing at `server` with test-friendly timeouts.
@@ -19,10 +57,19 @@ pub fn builder(server: &RedisServer) -> RedisBackendBuilder {
         .prefix("t")
         .op_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
+        .protocol(protocol())
 }
 
 pub fn connect(server: &RedisServer) -> RedisBackend {
     builder(server).connect_blocking().expect("connects")
+}
+
+/// An L2 for a layered backend, which runs on protocol 1 whatever the tests run on.
+pub fn connect_l2(server: &RedisServer) -> RedisBackend {
+    builder(server)
+        .protocol(1)
+        .connect_blocking()
+        .expect("connects")
 }
 
 /// Polls `cond` until true or the deadline (a bounded wait, not a sleep).

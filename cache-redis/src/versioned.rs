@@ -1,0 +1,681 @@
+//! Protocol version 2: entries carry the versions of what they depend on, and a read validates
+//! them.
+//!
+//! # Layout (prefix `P`, entry key text `T`, dependency name `N`)
+//!
+//! | key | holds |
+//! |---|---|
+//! | `P:{T}` | the entry: envelope version 2 ([`crate::envelope`]) listing every dependency `N` with the version token it was filled under, then the value |
+//! | `P:{T}:lock` | the distributed single-flight lock (as in version 1) |
+//! | `P:v:{N}` | the version token of `N`: a dependency name, a function's `fn:...` name (what `invalidate_all` bumps), or an entry's key text `T` (then in the slot of `P:{T}`) |
+//!
+//! No reverse index, no per-entry index, no global key: every script gets its keys in
+//! `KEYS[]`, and each touches one hash slot (`{T}` or `{N}`).
+//!
+//! # Tokens
+//!
+//! A token is `2 * stamp + kind`, the stamp the server time in microseconds when the token was
+//! made: odd tokens were *created* by a fill that found no version key (`v2_version.lua`), even
+//! ones *bumped* by an invalidation (`v2_bump.lua`), always with a stamp newer than the token
+//! they replace. Tokens are never reused: a version key that is deleted, expires or is evicted
+//! comes back with a new one.
+//!
+//! # Operations and why they are safe
+//!
+//! * **Read**: the entry is valid only if every `(N, token)` it lists is the current token of
+//!   `N`. A missing version key is no token, so an evicted or expired version key makes its
+//!   entries misses, never stale hits: *an invalidation holds under every eviction policy*.
+//!   The lookup reads the entry and the version keys of the call's declared dependencies (its
+//!   `depends_on` names and its function's `fn:` name, known before the body runs) in one
+//!   pipelined round trip; names the entry lists beyond those (added by nested cached calls or
+//!   `add_dependency`) take a second round trip.
+//! * **Invalidate `N`**: bump `P:v:{N}`: one `O(1)` script, whatever the fan-out; an entry's
+//!   own key text is bumped and its entry deleted in one script (one slot). Once it returns,
+//!   every entry filled under an older token of `N` reads as a miss. Transitivity: a nested
+//!   cached call hands its entry's dependencies to the enclosing fill, which lists them too
+//!   (with the inner entry's own key text), so bumping what the inner entry depends on also
+//!   invalidates the outer one.
+//! * **Fill (lease)**: a miss's lease is a server time no later than the lookup (the newest
+//!   server time seen in a reply sent at most [`crate::backend::GEN_FRESH_MS`] earlier, or the
+//!   lookup's own `TIME`), plus the tokens the lookup read. The fill lists, for each name, the
+//!   token read *before the body ran* when there is one (a later bump makes the entry invalid);
+//!   for the other names it reads (or creates) the token after the body and rejects the fill
+//!   when the token is a bump stamped after the lease: the name was invalidated while the body
+//!   ran. The entry's own key is checked the same way inside the set script, atomically with
+//!   the store. *No stale set survives an invalidation that raced it.*
+//!
+//!   The one gap: a version key bumped during a fill *and then evicted or expired* before that
+//!   fill reads it, for a name the fill had no token of from before its body (a nested or
+//!   `add_dependency` name). The re-created token is accepted. Bumped keys keep at least
+//!   [`BUMPED_MIN_TTL_MS`] (longer than [`LEASE_HORIZON`], past which a fill is rejected), so
+//!   only eviction of a key written during the fill can open it: LRU and LFU pick such a key
+//!   last; `allkeys-random`, `volatile-random` and `volatile-ttl` can pick it.
+//! * **Clear**: `SCAN` + `UNLINK` of the prefix (entries and version keys; write-behind queues
+//!   stay). Entries a racing fill stores after the scan passed list tokens of deleted version
+//!   keys when their function's `fn:` token came from the lookup, and read as misses.
+//!
+//! # Cost in round trips
+//!
+//! * hit: 1 (entry + declared versions, pipelined); 2 when the entry lists names the call did
+//!   not declare;
+//! * miss + fill: 2 (lookup; the listed versions checked and the set script, pipelined) when
+//!   every dependency was declared and its version key existed; 3 otherwise (one more to read
+//!   or create the other versions before the envelope can list them). A fill whose check finds
+//!   a version bumped since it was read reports a rejection; the entry it stored lists the old
+//!   token and is never served (the next fill overwrites it);
+//! * invalidation: 1, `O(1)` on the server per name;
+//! * memory: the entry alone (its dependency list inside it), plus one small key per dependency
+//!   name, not per entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_core::value::Hit;
+use cache_core::{CacheError, EntryOptions, Lease, Lookup, SetOutcome};
+use redis::Value;
+
+use crate::backend::{parse_gen, unix_ms, Expiry, Inner};
+use crate::envelope;
+use crate::error::RedisCacheError;
+use crate::scripts;
+
+/// A fill whose lease is older than this is rejected (its lease has been forgotten).
+pub(crate) const LEASE_HORIZON: Duration = Duration::from_secs(600);
+/// The least ttl a bumped version key keeps (ms): longer than [`LEASE_HORIZON`], so a bump is
+/// seen by every fill that could have raced it (eviction aside).
+pub(crate) const BUMPED_MIN_TTL_MS: u64 = 660_000;
+const _: () = assert!(BUMPED_MIN_TTL_MS > LEASE_HORIZON.as_secs() * 1000);
+
+/// Leases kept before old ones are dropped.
+const LEASES_KEPT: usize = 100_000;
+
+/// Whether `token` was made by an invalidation (even) rather than created by a fill (odd).
+fn is_bump(token: u64) -> bool {
+    token % 2 == 0
+}
+
+/// The server time (µs) at which `token` was made.
+fn stamp(token: u64) -> u64 {
+    token / 2
+}
+
+/// What a miss leased: the server time and the tokens read with the lookup.
+struct Leased {
+    time_us: u64,
+    tokens: Vec<(String, u64)>,
+    at: Instant,
+}
+
+/// The leases of this backend's misses, until their fill stores or is abandoned.
+#[derive(Default)]
+pub(crate) struct Leases {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Leased>>,
+}
+
+impl Leases {
+    fn grant(&self, time_us: u64, tokens: Vec<(String, u64)>) -> Lease {
+        // 0 and u64::MAX (unconditional) are never granted
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= LEASES_KEPT {
+            // fills that never ended (their future was dropped): forget the oldest
+            let now = Instant::now();
+            open.retain(|_, l| now.duration_since(l.at) < LEASE_HORIZON / 10);
+        }
+        open.insert(
+            id,
+            Leased {
+                time_us,
+                tokens,
+                at: Instant::now(),
+            },
+        );
+        Lease(id)
+    }
+
+    fn take(&self, lease: Lease) -> Option<Leased> {
+        let leased = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&lease.0)?;
+        (leased.at.elapsed() < LEASE_HORIZON).then_some(leased)
+    }
+
+    pub(crate) fn forget(&self, lease: Lease) {
+        self.take(lease);
+    }
+}
+
+/// A reply's element as bytes (`None` for nil).
+fn bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+/// Token replies of version `GET`s.
+fn token(v: &Value) -> Option<u64> {
+    parse_gen(v)
+}
+
+fn dedup(names: &[String], own: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if n != own && !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out
+}
+
+/// Runs `pipe`, loading `loaded` scripts first if the server does not know them.
+async fn query(
+    con: &mut redis::aio::MultiplexedConnection,
+    pipe: &redis::Pipeline,
+    loaded: &[&redis::Script],
+) -> redis::RedisResult<Vec<Value>> {
+    match pipe.query_async::<Vec<Value>>(con).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            for s in loaded {
+                s.load_async(con).await?;
+            }
+            pipe.query_async(con).await
+        }
+        r => r,
+    }
+}
+
+/// What a version-2 lookup answers, with the dependencies of a hit (for the enclosing fill).
+pub(crate) struct Answer {
+    pub(crate) lookup: Lookup,
+    pub(crate) deps: Vec<String>,
+}
+
+impl Inner {
+    /// Reads entry `text` of a call that declared `declared`, validating it against the
+    /// current versions of everything it lists.
+    pub(crate) async fn v2_get(
+        self: Arc<Self>,
+        text: Arc<str>,
+        declared: Vec<String>,
+    ) -> Result<Answer, CacheError> {
+        self.v2_lookup(&text, &declared).await.map_err(|e| {
+            self.counters.errors.incr();
+            e.into()
+        })
+    }
+
+    async fn v2_lookup(
+        self: &Arc<Self>,
+        text: &str,
+        declared: &[String],
+    ) -> Result<Answer, RedisCacheError> {
+        let names = if self.dependencies {
+            dedup(declared, text)
+        } else {
+            Vec::new()
+        };
+        let item = self.layout.item(text);
+        let lock = self.layout.lock(text);
+        let lock_px = self.lock_ttl.map(|t| t.as_millis().max(1) as u64);
+        let deadline = self
+            .lock_ttl
+            .map(|t| Instant::now() + t + self.client.op_timeout());
+        let mut delay = Duration::from_millis(2);
+        let mut waited = false;
+        loop {
+            let fresh = self.fresh_gen();
+            let sent = crate::backend::mono_ms();
+            let replies = self
+                .run("get", |mut con| {
+                    let mut pipe = redis::pipe();
+                    for n in &names {
+                        pipe.cmd("GET").arg(self.layout.version(n));
+                    }
+                    match lock_px {
+                        Some(px) => {
+                            let mut inv = scripts::v2_get().key(&item);
+                            inv.key(&lock).arg(&self.instance).arg(px).arg("v");
+                            pipe.invoke_script(&inv);
+                        }
+                        None => {
+                            pipe.cmd("GET").arg(&item);
+                            if fresh.is_none() {
+                                pipe.cmd("TIME");
+                            }
+                        }
+                    }
+                    async move { query(&mut con, &pipe, &[scripts::v2_get()]).await }
+                })
+                .await?;
+            let mut replies = replies.into_iter();
+            let tokens: Vec<Option<u64>> = names
+                .iter()
+                .map(|_| replies.next().as_ref().and_then(token))
+                .collect();
+            // the entry's bytes, the server time, and (locking) who holds the lock
+            let (value, time, status) = match lock_px {
+                Some(_) => {
+                    let Some(Value::Array(r)) = replies.next() else {
+                        return Err(malformed());
+                    };
+                    let mut r = r.into_iter();
+                    let status = r.next().as_ref().and_then(parse_gen).unwrap_or(0);
+                    let time = r
+                        .next()
+                        .as_ref()
+                        .and_then(parse_gen)
+                        .ok_or_else(malformed)?;
+                    (r.next().and_then(bytes), time, status)
+                }
+                None => {
+                    let value = replies.next().and_then(bytes);
+                    let time = match fresh {
+                        Some(t) => t,
+                        None => match replies.next() {
+                            Some(Value::Array(t)) if t.len() == 2 => {
+                                let s = parse_gen(&t[0]).ok_or_else(malformed)?;
+                                let us = parse_gen(&t[1]).ok_or_else(malformed)?;
+                                s * 1_000_000 + us
+                            }
+                            _ => return Err(malformed()),
+                        },
+                    };
+                    (value, time, 1)
+                }
+            };
+            if fresh.is_none() || lock_px.is_some() {
+                self.learn_gen(time, sent);
+            }
+            let mut known: Vec<(String, u64)> = names
+                .iter()
+                .zip(&tokens)
+                .filter_map(|(n, t)| t.map(|t| (n.clone(), t)))
+                .collect();
+            if let Some(bytes) = value {
+                match self.v2_valid(text, bytes, &known, time).await? {
+                    Validity::Valid(answer) => return Ok(answer),
+                    Validity::Invalid(read) => known.extend(read),
+                }
+                // not valid: a miss; with the lock, take it now
+                if let Some(px) = lock_px {
+                    let r: Vec<Value> = self
+                        .run("get", |mut con| {
+                            let mut inv = scripts::v2_get().key(&item);
+                            inv.key(&lock).arg(&self.instance).arg(px).arg("l");
+                            async move { inv.invoke_async(&mut con).await }
+                        })
+                        .await?;
+                    let status = r.first().and_then(parse_gen).unwrap_or(0);
+                    if status == 1 || !self.v2_wait(&mut delay, &mut waited, deadline).await {
+                        return Ok(self.v2_miss(time, known));
+                    }
+                    continue;
+                }
+            } else if status == 0 && self.v2_wait(&mut delay, &mut waited, deadline).await {
+                continue;
+            }
+            return Ok(self.v2_miss(time, known));
+        }
+    }
+
+    /// Waits before looking again for a value another node is computing; `false` when the
+    /// lock's time is up (the caller computes).
+    async fn v2_wait(
+        &self,
+        delay: &mut Duration,
+        waited: &mut bool,
+        deadline: Option<Instant>,
+    ) -> bool {
+        if !*waited {
+            *waited = true;
+            self.counters.lock_waits.incr();
+        }
+        match deadline {
+            Some(d) if Instant::now() + *delay <= d => {
+                tokio::time::sleep(*delay).await;
+                *delay = (*delay * 2).min(Duration::from_millis(50));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn v2_miss(&self, time_us: u64, tokens: Vec<(String, u64)>) -> Answer {
+        self.counters.misses.incr();
+        // a token's stamp is a server time before the lookup: as good a lease as any
+        let time_us = tokens
+            .iter()
+            .map(|(_, t)| stamp(*t))
+            .fold(time_us, u64::max);
+        Answer {
+            lookup: Lookup::Miss(self.leases.grant(time_us, tokens)),
+            deps: Vec::new(),
+        }
+    }
+
+    /// Whether stored `bytes` are a valid entry (every version it lists is current; `known`
+    /// are the versions read with it).
+    async fn v2_valid(
+        self: &Arc<Self>,
+        text: &str,
+        bytes: Vec<u8>,
+        known: &[(String, u64)],
+        time: u64,
+    ) -> Result<Validity, RedisCacheError> {
+        let opened = match envelope::open(bytes, self.max_payload) {
+            Ok(envelope::Stored::Value(o)) if o.version == envelope::VERSION_2 => o,
+            // another protocol's entry: a miss the fill overwrites
+            Ok(_) => return Ok(Validity::Invalid(Vec::new())),
+            Err(e) => {
+                self.counters.corrupt.incr();
+                tracing::warn!(key = text, error = %e,
+                    "value in Redis is not a valid cache envelope; treating it as a miss (the fill overwrites it)");
+                return Ok(Validity::Invalid(Vec::new()));
+            }
+        };
+        if self.distrust.load(Ordering::Relaxed) {
+            return Ok(Validity::Invalid(Vec::new()));
+        }
+        let mut unknown: Vec<&(String, u64)> = Vec::new();
+        for dep in &opened.deps {
+            match known.iter().find(|(n, _)| *n == dep.0) {
+                Some((_, t)) if *t == dep.1 => {}
+                Some(_) => return Ok(Validity::Invalid(Vec::new())),
+                None => unknown.push(dep),
+            }
+        }
+        if !unknown.is_empty() {
+            let replies: Vec<Value> = self
+                .run("get", |mut con| {
+                    let mut pipe = redis::pipe();
+                    for (n, _) in &unknown {
+                        pipe.cmd("GET").arg(self.layout.version(n));
+                    }
+                    async move { pipe.query_async(&mut con).await }
+                })
+                .await?;
+            if replies.len() != unknown.len() {
+                return Err(malformed());
+            }
+            if unknown
+                .iter()
+                .zip(&replies)
+                .any(|((_, t), r)| token(r) != Some(*t))
+            {
+                // read before any body of this miss runs: the fill may list them
+                let read = unknown
+                    .iter()
+                    .zip(&replies)
+                    .filter_map(|((n, _), r)| token(r).map(|t| (n.clone(), t)))
+                    .collect();
+                return Ok(Validity::Invalid(read));
+            }
+        }
+        let deps = opened.deps.iter().map(|(n, _)| n.clone()).collect();
+        if let Some(fresh_until) = opened.fresh_until_ms {
+            if unix_ms() >= fresh_until {
+                self.counters.misses.incr();
+                let age = Duration::from_millis(unix_ms().saturating_sub(fresh_until));
+                return Ok(Validity::Valid(Answer {
+                    lookup: Lookup::Stale {
+                        hit: Hit::Bytes(opened.payload),
+                        lease: self.leases.grant(time, known.to_vec()),
+                        age,
+                    },
+                    deps: Vec::new(),
+                }));
+            }
+        }
+        self.counters.hits.incr();
+        if let Some(sliding) = opened.sliding_ms {
+            self.refresh_sliding(text, sliding, opened.deadline_ms);
+        }
+        Ok(Validity::Valid(Answer {
+            lookup: Lookup::Hit(Hit::Bytes(opened.payload)),
+            deps,
+        }))
+    }
+
+    /// Stores entry `text` under `lease` (protocol version 2).
+    pub(crate) async fn v2_set(
+        self: Arc<Self>,
+        text: Arc<str>,
+        payload: Vec<u8>,
+        options: EntryOptions,
+        lease: Lease,
+    ) -> Result<SetOutcome, CacheError> {
+        match self.v2_fill(&text, &payload, &options, lease).await {
+            Ok(Filled::Stored) => {
+                self.counters.inserts.incr();
+                Ok(SetOutcome::Stored)
+            }
+            Ok(Filled::Rejected) => {
+                self.abandon(&text);
+                self.counters.rejected_sets.incr();
+                tracing::debug!(key = &*text, "fill rejected: an invalidation raced it");
+                Ok(SetOutcome::Rejected)
+            }
+            Ok(Filled::Oversize(size)) => self.oversize(&text, size).await,
+            Err(e) => {
+                self.counters.errors.incr();
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn v2_fill(
+        &self,
+        text: &str,
+        payload: &[u8],
+        options: &EntryOptions,
+        lease: Lease,
+    ) -> Result<Filled, RedisCacheError> {
+        let leased = if lease == Lease::UNCONDITIONAL {
+            None
+        } else {
+            match self.leases.take(lease) {
+                Some(l) => Some(l),
+                // forgotten (older than the horizon): it may predate any invalidation
+                None => return Ok(Filled::Rejected),
+            }
+        };
+        let expiry = Expiry::of(options);
+        let names = if self.dependencies {
+            dedup(&options.dependencies, text)
+        } else {
+            Vec::new()
+        };
+        let mut deps: Vec<(String, u64)> = Vec::with_capacity(names.len());
+        let mut need: Vec<String> = Vec::new();
+        for n in names {
+            let read = leased
+                .as_ref()
+                .and_then(|l| l.tokens.iter().find(|(k, _)| *k == n));
+            match read {
+                Some((_, t)) => deps.push((n, *t)),
+                None => need.push(n),
+            }
+        }
+        // the names read now come last in `deps`
+        let fresh = need.len();
+        if !need.is_empty() {
+            let sent = crate::backend::mono_ms();
+            let replies: Vec<Value> = self
+                .run("set", |mut con| {
+                    let mut pipe = redis::pipe();
+                    for n in &need {
+                        let mut inv = scripts::v2_version().key(self.layout.version(n));
+                        inv.arg(expiry.px).arg(self.version_ttl_ms);
+                        pipe.invoke_script(&inv);
+                    }
+                    async move { query(&mut con, &pipe, &[scripts::v2_version()]).await }
+                })
+                .await?;
+            if replies.len() != need.len() {
+                return Err(malformed());
+            }
+            for (n, r) in need.into_iter().zip(replies) {
+                let Value::Array(r) = r else {
+                    return Err(malformed());
+                };
+                let tok = r.first().and_then(token).ok_or_else(malformed)?;
+                if let Some(now) = r.get(1).and_then(parse_gen) {
+                    self.learn_time(now, sent);
+                }
+                if leased
+                    .as_ref()
+                    .is_some_and(|l| is_bump(tok) && stamp(tok) > l.time_us)
+                {
+                    return Ok(Filled::Rejected);
+                }
+                deps.push((n, tok));
+            }
+        }
+        let sealed = envelope::seal_v2(
+            payload,
+            self.compress_over,
+            expiry.sliding_ms,
+            expiry.deadline_ms,
+            expiry.fresh_until_ms,
+            &deps,
+        );
+        if sealed.len() > self.max_payload {
+            return Ok(Filled::Oversize(sealed.len()));
+        }
+        self.note_ttl(&expiry);
+        let lease_arg = match &leased {
+            Some(l) => l.time_us.to_string(),
+            None => "u".to_string(),
+        };
+        let lock_token = if self.lock_ttl.is_some() {
+            self.instance.as_str()
+        } else {
+            ""
+        };
+        // one round trip: the versions read before the body (still current? and kept at least
+        // as long as the entry), then the store in the entry's own slot. A version bumped since
+        // it was read makes the stored entry invalid (never served) and the fill reports a
+        // rejection. (Versions read above were just read and kept alive.)
+        let checked = deps.len() - fresh;
+        let sent = crate::backend::mono_ms();
+        let replies: Vec<Value> = self
+            .run("set", |mut con| {
+                let mut pipe = redis::pipe();
+                for (n, _) in &deps[..checked] {
+                    let mut inv = scripts::v2_version().key(self.layout.version(n));
+                    inv.arg(expiry.px).arg(self.version_ttl_ms);
+                    pipe.invoke_script(&inv);
+                }
+                let mut inv = scripts::v2_set().key(self.layout.item(text));
+                inv.key(self.layout.lock(text))
+                    .key(self.layout.version(text))
+                    .arg(lease_arg)
+                    .arg(sealed)
+                    .arg(expiry.px)
+                    .arg(lock_token);
+                pipe.invoke_script(&inv);
+                async move {
+                    query(&mut con, &pipe, &[scripts::v2_version(), scripts::v2_set()]).await
+                }
+            })
+            .await?;
+        if replies.len() != checked + 1 {
+            return Err(malformed());
+        }
+        let mut changed = false;
+        for ((_, t), r) in deps[..checked].iter().zip(&replies) {
+            let Value::Array(r) = r else {
+                return Err(malformed());
+            };
+            changed |= r.first().and_then(token) != Some(*t);
+        }
+        let Some(Value::Array(set)) = replies.last() else {
+            return Err(malformed());
+        };
+        if let Some(now) = set.get(1).and_then(parse_gen) {
+            self.learn_time(now, sent);
+        }
+        let stored = set.first().and_then(parse_gen) == Some(1);
+        Ok(if stored && !changed {
+            Filled::Stored
+        } else {
+            Filled::Rejected
+        })
+    }
+
+    /// Invalidates `names` (dependencies, or entries' key texts with `entries`): one pipelined
+    /// round trip of `O(1)` scripts.
+    pub(crate) async fn v2_invalidate(
+        &self,
+        names: &[String],
+        entries: bool,
+    ) -> Result<(), RedisCacheError> {
+        let sent = crate::backend::mono_ms();
+        let replies: Vec<(i64, Value)> = self
+            .run("invalidate", |mut con| {
+                let mut pipe = redis::pipe();
+                for n in names {
+                    let mut inv = scripts::v2_bump().key(self.layout.version(n));
+                    if entries {
+                        inv.key(self.layout.item(n));
+                    }
+                    inv.arg(self.version_ttl_ms).arg(BUMPED_MIN_TTL_MS);
+                    pipe.invoke_script(&inv);
+                }
+                async move {
+                    match pipe.query_async::<Vec<(i64, Value)>>(&mut con).await {
+                        Err(e)
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                        {
+                            scripts::v2_bump().load_async(&mut con).await?;
+                            pipe.query_async(&mut con).await
+                        }
+                        r => r,
+                    }
+                }
+            })
+            .await?;
+        if let Some(now) = replies.iter().filter_map(|(_, t)| parse_gen(t)).max() {
+            self.learn_time(now, sent);
+        }
+        // entries removed by key; a dependency counts once (its dependents are not counted:
+        // they are not visited)
+        self.counters.invalidated.add(if entries {
+            replies.iter().map(|(n, _)| *n as u64).sum()
+        } else {
+            names.len() as u64
+        });
+        Ok(())
+    }
+}
+
+/// What stored bytes are to a lookup.
+enum Validity {
+    Valid(Answer),
+    /// A miss; the versions read to find out (current tokens of names the entry listed).
+    Invalid(Vec<(String, u64)>),
+}
+
+/// How a version-2 fill ended.
+enum Filled {
+    Stored,
+    /// A name it lists was invalidated after its lease (or the lease was forgotten).
+    Rejected,
+    /// The sealed entry is this many bytes, over `max_payload`.
+    Oversize(usize),
+}
+
+fn malformed() -> RedisCacheError {
+    RedisCacheError::Redis {
+        op: "get",
+        reason: "unexpected reply shape".into(),
+    }
+}
