@@ -144,6 +144,33 @@ fn bench(c: &mut Criterion) {
             "protocol {protocol}: paired throughput, {TASKS} tasks: raw {raw_tp:.0} GET/s, backend {backend_tp:.0} hits/s, ratio {:.3}",
             backend_tp / raw_tp
         );
+        // a miss + fill of a call declaring two dependencies (and its fn's), in units of the
+        // raw GET's round trip: about the round trips it takes
+        let two: Vec<String> = vec!["user:1".into(), "team:1".into(), "fn:bench::miss".into()];
+        let options = EntryOptions::new()
+            .ttl(Duration::from_secs(60))
+            .depends_on("user:1")
+            .depends_on("team:1")
+            .depends_on("fn:bench::miss");
+        let n = 2_000u64;
+        let per = rt.block_on(async {
+            let mut times = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let k = Key::from_text(format!("bench::miss_rt({i})"));
+                let t = Instant::now();
+                let Lookup::Miss(lease) = b.get_declared(&k, &two).await.unwrap() else {
+                    panic!()
+                };
+                b.set(&k, value::share(i), &options, lease).await.unwrap();
+                times.push(t.elapsed());
+            }
+            times.sort();
+            times[times.len() / 2]
+        });
+        println!(
+            "protocol {protocol}: miss + fill with 2 dependencies: median {per:?} = {:.2} raw GET round trips",
+            per.as_secs_f64() / raw_med.as_secs_f64()
+        );
     }
     let raw_key = backend.entry_key(key.text());
 

@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) protocol: u8,
     /// Protocol 2: the leases of misses not yet filled.
     pub(crate) leases: crate::versioned::Leases,
+    /// Protocol 2: per key, the names its entry lists beyond its call's declared ones.
+    pub(crate) hints: crate::versioned::Hints,
     /// Protocol 2: the life of a version key (ms) when no entry asks for longer.
     pub(crate) version_ttl_ms: u64,
 }
@@ -1015,6 +1017,7 @@ impl Inner {
             gc_references_removed: c.gc_removed.get(),
             sweep_batches: c.sweeps.get(),
             lock_waits: c.lock_waits.get(),
+            second_reads: c.second_reads.get(),
         }
     }
 }
@@ -1080,6 +1083,7 @@ impl RedisBackend {
                 write_queue,
                 protocol: b.protocol,
                 leases: Default::default(),
+                hints: Default::default(),
                 version_ttl_ms: b.version_ttl.as_millis().max(1) as u64,
             }
         });

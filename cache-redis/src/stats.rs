@@ -58,6 +58,7 @@ pub(crate) struct Counters {
     pub(crate) gc_removed: Counter,
     pub(crate) sweeps: Counter,
     pub(crate) lock_waits: Counter,
+    pub(crate) second_reads: Counter,
 }
 
 /// A snapshot of a [`RedisBackend`](crate::RedisBackend)'s counters: the common
@@ -105,6 +106,10 @@ pub struct RedisStats {
     pub sweep_batches: u64,
     /// Misses that waited for another process's fill (distributed single flight).
     pub lock_waits: u64,
+    /// Protocol 2: lookups that took a second round trip to read the versions of names the
+    /// entry lists beyond its call's declared dependencies (the first read of such an entry
+    /// by this process; later ones read them in the first round trip).
+    pub second_reads: u64,
 }
 
 impl Counters {

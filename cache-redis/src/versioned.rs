@@ -28,7 +28,8 @@
 //!   The lookup reads the entry and the version keys of the call's declared dependencies (its
 //!   `depends_on` names and its function's `fn:` name, known before the body runs) in one
 //!   pipelined round trip; names the entry lists beyond those (added by nested cached calls or
-//!   `add_dependency`) take a second round trip.
+//!   `add_dependency`) take a second round trip, after which the backend remembers them for
+//!   that key ([`Hints`], bounded) and reads them in the first one next time.
 //! * **Invalidate `N`**: bump `P:v:{N}`: one `O(1)` script, whatever the fan-out; an entry's
 //!   own key text is bumped and its entry deleted in one script (one slot). Once it returns,
 //!   every entry filled under an older token of `N` reads as a miss. Transitivity: a nested
@@ -56,8 +57,8 @@
 //!
 //! # Cost in round trips
 //!
-//! * hit: 1 (entry + declared versions, pipelined); 2 when the entry lists names the call did
-//!   not declare;
+//! * hit: 1 (entry + declared versions, pipelined); 2 the first time this process reads an entry
+//!   that lists names its call did not declare;
 //! * miss + fill: 2 (lookup; the listed versions checked and the set script, pipelined) when
 //!   every dependency was declared and its version key existed; 3 otherwise (one more to read
 //!   or create the other versions before the envelope can list them). A fill whose check finds
@@ -150,6 +151,34 @@ impl Leases {
     }
 }
 
+/// Names each entry listed beyond what its call declared (nested calls, `add_dependency`),
+/// remembered per key so the next lookup reads their versions in its first round trip.
+#[derive(Default)]
+pub(crate) struct Hints {
+    known: Mutex<HashMap<Arc<str>, Arc<[String]>>>,
+}
+
+/// Keys whose extra names are remembered before the map starts over.
+const HINTS_KEPT: usize = 10_000;
+
+impl Hints {
+    fn get(&self, text: &str) -> Option<Arc<[String]>> {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(text)
+            .cloned()
+    }
+
+    fn remember(&self, text: &str, names: Vec<String>) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= HINTS_KEPT {
+            known.clear();
+        }
+        known.insert(Arc::from(text), Arc::from(names));
+    }
+}
+
 /// A reply's element as bytes (`None` for nil).
 fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
@@ -217,7 +246,11 @@ impl Inner {
         declared: &[String],
     ) -> Result<Answer, RedisCacheError> {
         let names = if self.dependencies {
-            dedup(declared, text)
+            let mut names = dedup(declared, text);
+            if let Some(extra) = self.hints.get(text) {
+                names.extend(extra.iter().filter(|n| !declared.contains(n)).cloned());
+            }
+            names
         } else {
             Vec::new()
         };
@@ -392,6 +425,15 @@ impl Inner {
             }
         }
         if !unknown.is_empty() {
+            // read them with the entry next time
+            let mut extra: Vec<String> = known
+                .iter()
+                .map(|(n, _)| n.clone())
+                .filter(|n| opened.deps.iter().any(|(d, _)| d == n))
+                .collect();
+            extra.extend(unknown.iter().map(|(n, _)| n.clone()));
+            self.hints.remember(text, extra);
+            self.counters.second_reads.incr();
             let replies: Vec<Value> = self
                 .run("get", |mut con| {
                     let mut pipe = redis::pipe();

@@ -103,6 +103,11 @@ async fn nested_entries_are_invalidated_through_the_inner_dependencies_on_anothe
     assert_eq!((outer(), inner()), (1, 2));
     assert_eq!(registry::with_backend(b.clone(), team_page(1)).await, page);
     assert_eq!(outer(), 1, "a hit on B");
+    // the page lists names its call does not declare: B's first hit read their versions in a
+    // second round trip, its next hits read them with the entry
+    assert_eq!(b.redis_stats().second_reads, 1);
+    assert_eq!(registry::with_backend(b.clone(), team_page(1)).await, page);
+    assert_eq!(b.redis_stats().second_reads, 1, "one round trip");
 
     // B invalidates what the inner entry that was a hit depends on
     b.invalidate("member:10").await.unwrap();

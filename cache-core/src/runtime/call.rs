@@ -282,6 +282,13 @@ impl Call {
             if let Some(v) = value::downcast::<V>(&*v) {
                 self.cache.counters.coalesced.incr();
                 self.cache.on_hit_known(self.key());
+                // the entry's declared dependencies join an enclosing fill's, as the leader's
+                // own call hands them up (a backend without reverse indexes relies on them)
+                if crate::context::is_collecting() {
+                    for d in &self.options.dependencies {
+                        crate::context::add_dependency(d.as_str());
+                    }
+                }
                 return Step::Done(Begin::Hit(v));
             }
         }
