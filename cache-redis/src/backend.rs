@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) leases: crate::versioned::Leases,
     /// Protocol 2: per key, the names its entry lists beyond its call's declared ones.
     pub(crate) hints: crate::versioned::Hints,
+    /// Protocol 2: whether multi-key reads must go key by key (a cluster).
+    pub(crate) split_reads: crate::versioned::SplitReads,
     /// Protocol 2: the life of a version key (ms) when no entry asks for longer.
     pub(crate) version_ttl_ms: u64,
 }
@@ -1084,6 +1086,7 @@ impl RedisBackend {
                 protocol: b.protocol,
                 leases: Default::default(),
                 hints: Default::default(),
+                split_reads: Default::default(),
                 version_ttl_ms: b.version_ttl.as_millis().max(1) as u64,
             }
         });

@@ -89,6 +89,19 @@ pub(crate) const LEASE_HORIZON: Duration = Duration::from_secs(600);
 pub(crate) const BUMPED_MIN_TTL_MS: u64 = 660_000;
 const _: () = assert!(BUMPED_MIN_TTL_MS > LEASE_HORIZON.as_secs() * 1000);
 
+/// Whether reads of several keys go key by key (set once an `MGET` met `CROSSSLOT`: a cluster).
+#[derive(Default)]
+pub(crate) struct SplitReads(std::sync::atomic::AtomicBool);
+
+impl SplitReads {
+    fn load(&self, order: Ordering) -> bool {
+        self.0.load(order)
+    }
+    fn store(&self, v: bool, order: Ordering) {
+        self.0.store(v, order)
+    }
+}
+
 /// Leases kept before old ones are dropped.
 const LEASES_KEPT: usize = 100_000;
 
@@ -156,6 +169,9 @@ impl Leases {
 #[derive(Default)]
 pub(crate) struct Hints {
     known: Mutex<HashMap<Arc<str>, Arc<[String]>>>,
+    /// Whether `known` has ever held a key: lookups of a process whose entries list only
+    /// declared names never take the lock.
+    any: std::sync::atomic::AtomicBool,
 }
 
 /// Keys whose extra names are remembered before the map starts over.
@@ -163,6 +179,9 @@ const HINTS_KEPT: usize = 10_000;
 
 impl Hints {
     fn get(&self, text: &str) -> Option<Arc<[String]>> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,6 +195,7 @@ impl Hints {
             known.clear();
         }
         known.insert(Arc::from(text), Arc::from(names));
+        self.any.store(true, Ordering::Relaxed);
     }
 }
 
@@ -265,28 +285,71 @@ impl Inner {
         loop {
             let fresh = self.fresh_gen();
             let sent = crate::backend::mono_ms();
+            // one MGET of the versions (and the entry) costs the server about what one GET
+            // does; on a cluster it fails (CROSSSLOT) and the backend reads key by key
+            let mget = !self.split_reads.load(Ordering::Relaxed) && !names.is_empty();
             let replies = self
                 .run("get", |mut con| {
                     let mut pipe = redis::pipe();
+                    let mut reads = redis::cmd("MGET");
                     for n in &names {
-                        pipe.cmd("GET").arg(self.layout.version(n));
+                        let v = self.layout.version(n);
+                        if mget {
+                            reads.arg(v);
+                        } else {
+                            pipe.cmd("GET").arg(v);
+                        }
                     }
                     match lock_px {
                         Some(px) => {
+                            if mget {
+                                pipe.add_command(reads);
+                            }
                             let mut inv = scripts::v2_get().key(&item);
                             inv.key(&lock).arg(&self.instance).arg(px).arg("v");
                             pipe.invoke_script(&inv);
                         }
                         None => {
-                            pipe.cmd("GET").arg(&item);
+                            if mget {
+                                reads.arg(&item);
+                                pipe.add_command(reads);
+                            } else {
+                                pipe.cmd("GET").arg(&item);
+                            }
                             if fresh.is_none() {
                                 pipe.cmd("TIME");
                             }
                         }
                     }
-                    async move { query(&mut con, &pipe, &[scripts::v2_get()]).await }
+                    async move {
+                        match query(&mut con, &pipe, &[scripts::v2_get()]).await {
+                            Err(e)
+                                if e.kind()
+                                    == redis::ErrorKind::Server(
+                                        redis::ServerErrorKind::CrossSlot,
+                                    ) =>
+                            {
+                                Ok(None)
+                            }
+                            r => r.map(Some),
+                        }
+                    }
                 })
                 .await?;
+            let Some(replies) = replies else {
+                self.split_reads.store(true, Ordering::Relaxed);
+                continue;
+            };
+            let replies = if mget {
+                // the MGET's values in the places the GETs' would have
+                let mut it = replies.into_iter();
+                let Some(Value::Array(values)) = it.next() else {
+                    return Err(malformed());
+                };
+                values.into_iter().chain(it).collect()
+            } else {
+                replies
+            };
             let mut replies = replies.into_iter();
             let tokens: Vec<Option<u64>> = names
                 .iter()
@@ -324,7 +387,7 @@ impl Inner {
                 }
             };
             if fresh.is_none() || lock_px.is_some() {
-                self.learn_gen(time, sent);
+                self.learn_time(time, sent);
             }
             let mut known: Vec<(String, u64)> = names
                 .iter()

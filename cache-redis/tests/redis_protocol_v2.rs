@@ -1,8 +1,8 @@
 //! Protocol version 2 (`RedisBackendBuilder::protocol(2)`): what its layout promises, on a
 //! one-node Redis Cluster (every script and transaction on one hash slot, or it fails loudly):
 //!
-//! * a hit sends the entry's `GET` and the `GET`s of its declared dependencies' versions, and
-//!   nothing else (one pipelined round trip);
+//! * a hit reads the entry and its declared dependencies' versions, and nothing else, in one
+//!   round trip: one `MGET` on a single server, one `GET` per key (pipelined) on a cluster;
 //! * a nested cached call's entry is invalidated, on another node, through what the inner
 //!   entry depends on (no reverse index: the outer entry lists the inner one's dependencies);
 //! * an invalidation is one `O(1)` script whatever its fan-out: with 1,000, 100,000 and
@@ -46,6 +46,27 @@ async fn profile(id: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hit_reads_the_entry_and_its_declared_versions_only() {
+    let Some(server) = common::plain_server() else {
+        return;
+    };
+    let a = node(&server);
+    registry::with_backend(a.clone(), async {
+        let first = profile(8).await;
+        let mut monitor = common::Monitor::start(&server);
+        monitor.take().await;
+        assert_eq!(profile(8).await, first, "a hit");
+        let sent = monitor.take().await;
+        assert_eq!(sent.len(), 1, "one MGET on a single server: {sent:#?}");
+        assert!(
+            sent[0].contains("\"MGET\"") && sent[0].contains("t:v:{user:8}"),
+            "{sent:#?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_hit_reads_the_entry_and_its_declared_versions_key_by_key() {
     let Some(server) = cluster_node() else {
         return;
     };
@@ -283,4 +304,48 @@ async fn the_two_protocols_read_each_others_entries_as_misses() {
     }
     assert_eq!(v1.redis_stats().corrupt_values, 0);
     assert_eq!(v2.redis_stats().corrupt_values, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_and_fill_is_a_read_pipeline_then_a_write_pipeline() {
+    let Some(server) = cluster_node() else {
+        return;
+    };
+    let b = node(&server);
+    let declared: Vec<String> = vec!["user:1".into(), "team:1".into(), "fn:m::f".into()];
+    let o = EntryOptions::new()
+        .ttl(Duration::from_secs(60))
+        .depends_on("user:1")
+        .depends_on("team:1")
+        .depends_on("fn:m::f");
+    let fill = |i: u64| {
+        let (b, declared, o) = (b.clone(), declared.clone(), o.clone());
+        async move {
+            let k = Key::from_text(format!("m::f({i})"));
+            let Lookup::Miss(lease) = b.get_declared(&k, &declared).await.unwrap() else {
+                panic!("a miss")
+            };
+            b.set(&k, value::share(i), &o, lease).await.unwrap()
+        }
+    };
+    // the first fill creates the version keys
+    assert_eq!(fill(0).await, SetOutcome::Stored);
+    let mut monitor = common::Monitor::start(&server);
+    monitor.take().await;
+    assert_eq!(fill(1).await, SetOutcome::Stored);
+    let sent = monitor.take().await;
+    let reads = sent
+        .iter()
+        .filter(|l| l.contains("\"GET\"") || l.contains("\"TIME\""))
+        .count();
+    let scripts = sent.iter().filter(|l| l.contains("\"EVALSHA\"")).count();
+    assert_eq!(
+        (
+            reads - usize::from(sent.iter().any(|l| l.contains("\"TIME\""))),
+            scripts,
+            sent.len() - reads - scripts
+        ),
+        (4, 4, 0),
+        "the entry and three versions read; three versions checked and the set: {sent:#?}"
+    );
 }
