@@ -680,16 +680,12 @@ impl Inner {
                     for inv in &invs {
                         pipe.invoke_script(inv);
                     }
-                    match pipe.query_async::<Vec<(i64, redis::Value)>>(&mut con).await {
-                        Err(e)
-                            if e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                        {
-                            scripts::set().load_async(&mut con).await?;
-                            pipe.query_async(&mut con).await
-                        }
-                        r => r,
-                    }
+                    scripts::query_pipeline::<Vec<(i64, redis::Value)>>(
+                        &mut con,
+                        &pipe,
+                        &[scripts::set()],
+                    )
+                    .await
                 })
                 .await;
             match result {

@@ -47,3 +47,21 @@ script_alone!(v2_version, "v2_version.lua");
 script_alone!(v2_bump, "v2_bump.lua");
 script_alone!(v2_set, "v2_set.lua");
 script_alone!(v2_get, "v2_get.lua");
+
+/// Runs `pipe`; if the server does not know one of its scripts (`NOSCRIPT`: a restart, a
+/// failover, `SCRIPT FLUSH`), loads `scripts` and runs it again.
+pub(crate) async fn query_pipeline<T: redis::FromRedisValue>(
+    con: &mut redis::aio::MultiplexedConnection,
+    pipe: &redis::Pipeline,
+    scripts: &[&Script],
+) -> redis::RedisResult<T> {
+    match pipe.query_async::<T>(con).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            for s in scripts {
+                s.load_async(con).await?;
+            }
+            pipe.query_async(con).await
+        }
+        r => r,
+    }
+}

@@ -223,23 +223,6 @@ fn dedup(names: &[String], own: &str) -> Vec<String> {
     out
 }
 
-/// Runs `pipe`, loading `loaded` scripts first if the server does not know them.
-async fn query(
-    con: &mut redis::aio::MultiplexedConnection,
-    pipe: &redis::Pipeline,
-    loaded: &[&redis::Script],
-) -> redis::RedisResult<Vec<Value>> {
-    match pipe.query_async::<Vec<Value>>(con).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            for s in loaded {
-                s.load_async(con).await?;
-            }
-            pipe.query_async(con).await
-        }
-        r => r,
-    }
-}
-
 /// What a version-2 lookup answers, with the dependencies of a hit (for the enclosing fill).
 pub(crate) struct Answer {
     pub(crate) lookup: Lookup,
@@ -322,7 +305,13 @@ impl Inner {
                         }
                     }
                     async move {
-                        match query(&mut con, &pipe, &[scripts::v2_get()]).await {
+                        match scripts::query_pipeline::<Vec<Value>>(
+                            &mut con,
+                            &pipe,
+                            &[scripts::v2_get()],
+                        )
+                        .await
+                        {
                             Err(e)
                                 if e.kind()
                                     == redis::ErrorKind::Server(
@@ -620,7 +609,9 @@ impl Inner {
                         inv.arg(expiry.px).arg(self.version_ttl_ms);
                         pipe.invoke_script(&inv);
                     }
-                    async move { query(&mut con, &pipe, &[scripts::v2_version()]).await }
+                    async move {
+                        scripts::query_pipeline(&mut con, &pipe, &[scripts::v2_version()]).await
+                    }
                 })
                 .await?;
             if replies.len() != need.len() {
@@ -687,7 +678,12 @@ impl Inner {
                     .arg(lock_token);
                 pipe.invoke_script(&inv);
                 async move {
-                    query(&mut con, &pipe, &[scripts::v2_version(), scripts::v2_set()]).await
+                    scripts::query_pipeline(
+                        &mut con,
+                        &pipe,
+                        &[scripts::v2_version(), scripts::v2_set()],
+                    )
+                    .await
                 }
             })
             .await?;
@@ -734,18 +730,7 @@ impl Inner {
                     inv.arg(self.version_ttl_ms).arg(BUMPED_MIN_TTL_MS);
                     pipe.invoke_script(&inv);
                 }
-                async move {
-                    match pipe.query_async::<Vec<(i64, Value)>>(&mut con).await {
-                        Err(e)
-                            if e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                        {
-                            scripts::v2_bump().load_async(&mut con).await?;
-                            pipe.query_async(&mut con).await
-                        }
-                        r => r,
-                    }
-                }
+                async move { scripts::query_pipeline(&mut con, &pipe, &[scripts::v2_bump()]).await }
             })
             .await?;
         if let Some(now) = replies.iter().filter_map(|(_, t)| parse_gen(t)).max() {

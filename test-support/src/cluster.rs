@@ -99,15 +99,7 @@ impl RedisCluster {
     /// slots fails (`CROSSSLOT`), as it would on a real one.
     pub fn start_single(bin: &Path) -> io::Result<Self> {
         let cluster = Self::nodes(bin, 1)?;
-        let mut con = cluster.nodes[0]
-            .connection()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(0)
-            .arg(16383)
-            .query::<()>(&mut con)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        cluster.nodes[0].own_all_slots()?;
         cluster.wait_ok()?;
         Ok(cluster)
     }

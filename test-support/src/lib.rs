@@ -199,15 +199,7 @@ impl RedisServer {
                 &conf_arg,
             ],
         )?;
-        let mut con = server
-            .connection()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        redis::cmd("CLUSTER")
-            .arg("ADDSLOTSRANGE")
-            .arg(0)
-            .arg(16383)
-            .query::<()>(&mut con)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut con = server.own_all_slots()?;
         let ok = wait_until(START_DEADLINE, || {
             redis::cmd("CLUSTER")
                 .arg("INFO")
@@ -220,6 +212,21 @@ impl RedisServer {
             ));
         }
         Ok(server)
+    }
+
+    /// Assigns every hash slot to this cluster node (`CLUSTER ADDSLOTSRANGE 0 16383`); returns
+    /// the connection it used.
+    pub(crate) fn own_all_slots(&self) -> io::Result<redis::Connection> {
+        let mut con = self
+            .connection()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query::<()>(&mut con)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(con)
     }
 
     /// Starts a server that speaks TLS only (`--port 0 --tls-port P`) with the certificates of
