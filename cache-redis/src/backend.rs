@@ -111,8 +111,9 @@ pub(crate) struct Inner {
     pub(crate) leases: crate::versioned::Leases,
     /// Protocol 2: per key, the names its entry lists beyond its call's declared ones.
     pub(crate) hints: crate::versioned::Hints,
-    /// Protocol 2: whether multi-key reads must go key by key (a cluster).
-    pub(crate) split_reads: crate::versioned::SplitReads,
+    /// Protocol 2: whether reads of several keys go key by key (set once an `MGET` met
+    /// `CROSSSLOT`: a cluster).
+    pub(crate) split_reads: AtomicBool,
     /// Protocol 2: the life of a version key (ms) when no entry asks for longer.
     pub(crate) version_ttl_ms: u64,
 }
@@ -628,6 +629,9 @@ impl Inner {
         options: EntryOptions,
         lease: Lease,
     ) -> Result<SetOutcome, CacheError> {
+        if self.protocol == 2 {
+            return self.v2_set(text, payload, options, lease).await;
+        }
         let inv = match self.prepare_set(&text, &payload, &options, lease) {
             Ok(inv) => inv,
             Err(size) => return self.oversize(&text, size).await,
@@ -1082,7 +1086,7 @@ impl RedisBackend {
                 protocol: b.protocol,
                 leases: Default::default(),
                 hints: Default::default(),
-                split_reads: Default::default(),
+                split_reads: AtomicBool::new(false),
                 version_ttl_ms: b.version_ttl.as_millis().max(1) as u64,
             }
         });
@@ -1361,13 +1365,11 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let payload = self.encode(&value)?;
             drop(value);
-            let inner = self.inner.clone();
-            let text = key.text_arc().clone();
-            if inner.protocol == 2 {
-                on_runtime(inner.v2_set(text, payload, options.clone(), lease)).await
-            } else {
-                on_runtime(inner.set(text, payload, options.clone(), lease)).await
-            }
+            let fut =
+                self.inner
+                    .clone()
+                    .set(key.text_arc().clone(), payload, options.clone(), lease);
+            on_runtime(fut).await
         })
     }
 
@@ -1380,13 +1382,11 @@ impl Backend for RedisBackend {
     ) -> Result<SetOutcome, CacheError> {
         let payload = self.encode(&value)?;
         drop(value);
-        let inner = self.inner.clone();
-        let text = key.text_arc().clone();
-        if inner.protocol == 2 {
-            self.block("set", inner.v2_set(text, payload, options.clone(), lease))
-        } else {
-            self.block("set", inner.set(text, payload, options.clone(), lease))
-        }
+        let fut = self
+            .inner
+            .clone()
+            .set(key.text_arc().clone(), payload, options.clone(), lease);
+        self.block("set", fut)
     }
 
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {

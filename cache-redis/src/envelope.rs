@@ -115,26 +115,6 @@ pub(crate) fn seal(
     )
 }
 
-/// Wraps `payload` in the format of protocol version 2, listing `deps` (name, version token).
-pub(crate) fn seal_v2(
-    payload: &[u8],
-    compress_over: usize,
-    sliding_ms: Option<u64>,
-    deadline_ms: Option<u64>,
-    fresh_until_ms: Option<u64>,
-    deps: &[(String, u64)],
-) -> Vec<u8> {
-    seal_as(
-        VERSION_2,
-        payload,
-        compress_over,
-        sliding_ms,
-        deadline_ms,
-        fresh_until_ms,
-        deps,
-    )
-}
-
 fn put_leb128(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let b = (n & 0x7f) as u8;
@@ -184,7 +164,9 @@ fn get_deps(bytes: &[u8], at: &mut usize) -> Result<Vec<(String, u64)>, Envelope
     Ok(deps)
 }
 
-fn seal_as(
+/// Wraps `payload` in format `version` ([`VERSION`], or [`VERSION_2`] listing `deps`: name,
+/// version token; format 1 ignores them).
+pub(crate) fn seal_as(
     version: u8,
     payload: &[u8],
     compress_over: usize,
@@ -424,7 +406,7 @@ mod tests {
             ("user:7".to_string(), 42u64),
             ("fn:m::f".to_string(), u64::MAX),
         ];
-        let sealed = seal_v2(b"v", 1024, None, None, Some(9), &deps);
+        let sealed = seal_as(VERSION_2, b"v", 1024, None, None, Some(9), &deps);
         assert_eq!(sealed[..2], [MAGIC, VERSION_2]);
         let o = value(sealed.clone());
         assert_eq!(
@@ -433,7 +415,7 @@ mod tests {
         );
         assert_eq!(o.fresh_until_ms, Some(9));
         let big = vec![3u8; 10_000];
-        let o = value(seal_v2(&big, 100, None, None, None, &[]));
+        let o = value(seal_as(VERSION_2, &big, 100, None, None, None, &[]));
         assert_eq!((o.payload, o.deps), (big, vec![]));
         assert_eq!(value(seal(b"v", 1024, None, None, None)).version, VERSION);
         // truncations and absurd counts are errors

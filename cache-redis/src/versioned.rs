@@ -89,19 +89,6 @@ pub(crate) const LEASE_HORIZON: Duration = Duration::from_secs(600);
 pub(crate) const BUMPED_MIN_TTL_MS: u64 = 660_000;
 const _: () = assert!(BUMPED_MIN_TTL_MS > LEASE_HORIZON.as_secs() * 1000);
 
-/// Whether reads of several keys go key by key (set once an `MGET` met `CROSSSLOT`: a cluster).
-#[derive(Default)]
-pub(crate) struct SplitReads(std::sync::atomic::AtomicBool);
-
-impl SplitReads {
-    fn load(&self, order: Ordering) -> bool {
-        self.0.load(order)
-    }
-    fn store(&self, v: bool, order: Ordering) {
-        self.0.store(v, order)
-    }
-}
-
 /// Leases kept before old ones are dropped.
 const LEASES_KEPT: usize = 100_000;
 
@@ -208,16 +195,12 @@ fn bytes(v: Value) -> Option<Vec<u8>> {
     }
 }
 
-/// Token replies of version `GET`s.
-fn token(v: &Value) -> Option<u64> {
-    parse_gen(v)
-}
-
-fn dedup(names: &[String], own: &str) -> Vec<String> {
+/// `names` without `own` and without repeats, in their order.
+fn dedup(names: Vec<String>, own: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(names.len());
     for n in names {
-        if n != own && !out.contains(n) {
-            out.push(n.clone());
+        if n != own && !out.contains(&n) {
+            out.push(n);
         }
     }
     out
@@ -237,7 +220,7 @@ impl Inner {
         text: Arc<str>,
         declared: Vec<String>,
     ) -> Result<Answer, CacheError> {
-        self.v2_lookup(&text, &declared).await.map_err(|e| {
+        self.v2_lookup(&text, declared).await.map_err(|e| {
             self.counters.errors.incr();
             e.into()
         })
@@ -246,12 +229,17 @@ impl Inner {
     async fn v2_lookup(
         self: &Arc<Self>,
         text: &str,
-        declared: &[String],
+        declared: Vec<String>,
     ) -> Result<Answer, RedisCacheError> {
         let names = if self.dependencies {
             let mut names = dedup(declared, text);
             if let Some(extra) = self.hints.get(text) {
-                names.extend(extra.iter().filter(|n| !declared.contains(n)).cloned());
+                let new: Vec<String> = extra
+                    .iter()
+                    .filter(|n| !names.contains(n))
+                    .cloned()
+                    .collect();
+                names.extend(new);
             }
             names
         } else {
@@ -342,7 +330,7 @@ impl Inner {
             let mut replies = replies.into_iter();
             let tokens: Vec<Option<u64>> = names
                 .iter()
-                .map(|_| replies.next().as_ref().and_then(token))
+                .map(|_| replies.next().as_ref().and_then(parse_gen))
                 .collect();
             // the entry's bytes, the server time, and (locking) who holds the lock
             let (value, time, status) = match lock_px {
@@ -501,13 +489,13 @@ impl Inner {
             if unknown
                 .iter()
                 .zip(&replies)
-                .any(|((_, t), r)| token(r) != Some(*t))
+                .any(|((_, t), r)| parse_gen(r) != Some(*t))
             {
                 // read before any body of this miss runs: the fill may list them
                 let read = unknown
                     .iter()
                     .zip(&replies)
-                    .filter_map(|((n, _), r)| token(r).map(|t| (n.clone(), t)))
+                    .filter_map(|((n, _), r)| parse_gen(r).map(|t| (n.clone(), t)))
                     .collect();
                 return Ok(Validity::Invalid(read));
             }
@@ -582,7 +570,7 @@ impl Inner {
         };
         let expiry = Expiry::of(options);
         let names = if self.dependencies {
-            dedup(&options.dependencies, text)
+            dedup(options.dependencies.clone(), text)
         } else {
             Vec::new()
         };
@@ -621,7 +609,7 @@ impl Inner {
                 let Value::Array(r) = r else {
                     return Err(malformed());
                 };
-                let tok = r.first().and_then(token).ok_or_else(malformed)?;
+                let tok = r.first().and_then(parse_gen).ok_or_else(malformed)?;
                 if let Some(now) = r.get(1).and_then(parse_gen) {
                     self.learn_time(now, sent);
                 }
@@ -634,7 +622,8 @@ impl Inner {
                 deps.push((n, tok));
             }
         }
-        let sealed = envelope::seal_v2(
+        let sealed = envelope::seal_as(
+            envelope::VERSION_2,
             payload,
             self.compress_over,
             expiry.sliding_ms,
@@ -695,7 +684,7 @@ impl Inner {
             let Value::Array(r) = r else {
                 return Err(malformed());
             };
-            changed |= r.first().and_then(token) != Some(*t);
+            changed |= r.first().and_then(parse_gen) != Some(*t);
         }
         let Some(Value::Array(set)) = replies.last() else {
             return Err(malformed());
