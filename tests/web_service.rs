@@ -8,9 +8,17 @@
 //!
 //! The service installs its cache globally (one service per process), so the tests run one at
 //! a time.
+//!
+//! One more test runs the service's database start (connect, migrate, seed) for 8 nodes at the
+//! same moment on one new, empty PostgreSQL database: every node must come up. It needs a
+//! PostgreSQL server, which the tests cannot start themselves: it runs when
+//! `CACHE_TEST_POSTGRES_URL` names one, and is skipped otherwise.
 
 #[path = "../examples/web/app.rs"]
 mod app;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -271,4 +279,108 @@ async fn web_service_with_redis() {
         .unwrap();
     assert_eq!(keys.len(), 1, "the directory entry is in Redis: {keys:?}");
     s.stop();
+}
+
+// ------------------------------------------------------------------------------------------
+// PostgreSQL: nodes starting together on one empty database
+// ------------------------------------------------------------------------------------------
+
+/// The PostgreSQL server the migration test uses: `CACHE_TEST_POSTGRES_URL` (for example
+/// `postgres://postgres@127.0.0.1:5432`, a role that may create databases). Opt-in: the test
+/// suite starts every service it needs itself, and a PostgreSQL is not one it can start.
+const PG_URL_VAR: &str = "CACHE_TEST_POSTGRES_URL";
+
+/// Nodes started at the same moment on one empty database.
+const NODES: usize = 8;
+
+/// Fresh databases the start is tried on: the race without the lock needs two
+/// `CREATE TABLE IF NOT EXISTS` of one table to overlap, which one try can miss.
+const ROUNDS: usize = 5;
+
+/// The server URL and an admin connection to it, or `None` (the test is skipped, with a
+/// message) when `CACHE_TEST_POSTGRES_URL` is not set. Set but unreachable is a failure.
+async fn require_postgres() -> Option<(String, sqlx::PgConnection)> {
+    use sqlx::Connection;
+    let Ok(server) = std::env::var(PG_URL_VAR) else {
+        eprintln!("skipped: set {PG_URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432) to run it");
+        return None;
+    };
+    let url = format!("{}/postgres", server.trim_end_matches('/'));
+    let connect = sqlx::PgConnection::connect(&url);
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(admin)) => Some((server, admin)),
+        Ok(Err(e)) => panic!("{PG_URL_VAR}: cannot connect to {url}: {e}"),
+        Err(_) => panic!("{PG_URL_VAR}: {url} did not answer within 10 s"),
+    }
+}
+
+/// Nodes started together on one empty PostgreSQL database all come up, with the tables
+/// created and seeded once. The migration takes an advisory lock first (`Db::migrate_and_seed`);
+/// without it concurrent `CREATE TABLE IF NOT EXISTS` statements race in PostgreSQL (the
+/// table's row type is created after the existence check) and the late nodes fail with
+/// `type "teams" already exists` or a duplicate key in `pg_type`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_on_one_empty_postgres_database() {
+    use sqlx::Executor;
+    let Some((pg_server, mut admin)) = require_postgres().await else {
+        return;
+    };
+    for round in 0..ROUNDS {
+        let name = format!("web_service_start_{}_{round}", std::process::id());
+        let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        admin.execute(drop_db.as_str()).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", pg_server.trim_end_matches('/'));
+        // all nodes connect and migrate at once
+        let gate = Arc::new(tokio::sync::Barrier::new(NODES));
+        let nodes: Vec<_> = (0..NODES)
+            .map(|_| {
+                let (url, gate) = (url.clone(), gate.clone());
+                tokio::spawn(async move {
+                    gate.wait().await;
+                    app::Db::connect(Some(&url), Duration::ZERO).await
+                })
+            })
+            .collect();
+        let mut started = Vec::new();
+        let mut failed = Vec::new();
+        for node in nodes {
+            match node.await.expect("the node task does not panic") {
+                Ok(db) => started.push(db),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        // what the tables hold: teams and users (with member counts), the user id counter
+        let seen = match started.first() {
+            Some(db) => Some((db.teams().await, db.next_user_id().await)),
+            None => None,
+        };
+        drop(started);
+        admin.execute(drop_db.as_str()).await.unwrap();
+
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of {NODES} nodes failed to start: {failed:?}",
+            failed.len()
+        );
+        let (teams, next_id) = seen.expect("some node started");
+        let teams: Vec<(i64, i64)> = teams
+            .expect("the teams and users tables exist")
+            .iter()
+            .map(|t| (t.id, t.members))
+            .collect();
+        assert_eq!(
+            teams,
+            [(1, 3), (2, 3), (3, 3)],
+            "round {round}: seeded once"
+        );
+        assert_eq!(
+            next_id.expect("the counters table exists"),
+            10,
+            "round {round}: the user id counter starts after the 9 seeded users"
+        );
+    }
 }

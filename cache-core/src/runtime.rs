@@ -568,9 +568,16 @@ impl FnCache {
         let found = registry::with_memory_of(
             self.meta.profile,
             #[inline(always)]
-            |m, front, final_misses| match m.front_hit::<V>(key, stripe) {
-                Some(v) => Probe::Hit(v),
-                None => shard_probe::<V>(m, key, stripe, front, final_misses),
+            |m, front, final_misses| {
+                // the L1 of a remote backend, inside a fill: its lookup decides (a backend
+                // without reverse indexes hands a hit's dependencies to the enclosing fill)
+                if !final_misses && context::is_collecting() {
+                    return Probe::Other;
+                }
+                match m.front_hit::<V>(key, stripe) {
+                    Some(v) => Probe::Hit(v),
+                    None => shard_probe::<V>(m, key, stripe, front, final_misses),
+                }
             },
         );
         match found {

@@ -1176,6 +1176,66 @@ impl RedisBackend {
         self.inner.layout.entry_prefix()
     }
 
+    /// The key layout (names of entry and version keys).
+    pub(crate) fn layout(&self) -> &crate::keys::Layout {
+        &self.inner.layout
+    }
+
+    /// Protocol 2: the names whose versions a lookup of `key` declaring `declared` reads with
+    /// the entry.
+    pub(crate) fn lookup_names(&self, key: &Key, declared: &[String]) -> Vec<String> {
+        self.inner.v2_names(key.text(), declared.to_vec())
+    }
+
+    /// Protocol 2: a lookup answering what a hit's entry lists (names and version tokens),
+    /// without handing them to an enclosing fill.
+    pub(crate) async fn lookup_listed(
+        &self,
+        key: &Key,
+        declared: &[String],
+    ) -> Result<crate::versioned::Answer, CacheError> {
+        let fut = self
+            .inner
+            .clone()
+            .v2_get(key.text_arc().clone(), declared.to_vec());
+        if in_tokio() {
+            fut.await
+        } else {
+            on_runtime(fut).await
+        }
+    }
+
+    /// Protocol 2: [`Self::lookup_listed`] of several entries (concurrent lookups).
+    pub(crate) async fn lookup_listed_many(
+        &self,
+        keys: &[Key],
+    ) -> Result<Vec<crate::versioned::Answer>, CacheError> {
+        let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
+        on_runtime(self.inner.clone().get_many_any(texts)).await
+    }
+
+    /// [`Self::lookup_listed_many`], blocking.
+    pub(crate) fn lookup_listed_many_blocking(
+        &self,
+        keys: &[Key],
+    ) -> Result<Vec<crate::versioned::Answer>, CacheError> {
+        let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
+        self.block("get_many", self.inner.clone().get_many_any(texts))
+    }
+
+    /// [`Self::lookup_listed`], blocking.
+    pub(crate) fn lookup_listed_blocking(
+        &self,
+        key: &Key,
+        declared: &[String],
+    ) -> Result<crate::versioned::Answer, CacheError> {
+        let fut = self
+            .inner
+            .clone()
+            .v2_get(key.text_arc().clone(), declared.to_vec());
+        self.block("get", fut)
+    }
+
     /// The key text of an entry key (`PREFIX:{text}` → `text`); `None` for other keys.
     ///
     /// ```
@@ -1281,7 +1341,7 @@ impl RedisBackend {
 /// nested cached call), in the caller's context.
 fn hand_up(answer: crate::versioned::Answer) -> Lookup {
     if !answer.deps.is_empty() && cache_core::context::is_collecting() {
-        for d in answer.deps {
+        for (d, _) in answer.deps {
             cache_core::context::add_dependency(d);
         }
     }
@@ -1326,18 +1386,7 @@ impl Backend for RedisBackend {
         if self.inner.protocol == 1 {
             return self.get(key);
         }
-        let fut = self
-            .inner
-            .clone()
-            .v2_get(key.text_arc().clone(), dependencies.to_vec());
-        Box::pin(async move {
-            let answer = if in_tokio() {
-                fut.await
-            } else {
-                on_runtime(fut).await
-            }?;
-            Ok(hand_up(answer))
-        })
+        Box::pin(async move { Ok(hand_up(self.lookup_listed(key, dependencies).await?)) })
     }
 
     fn get_declared_blocking(
@@ -1348,11 +1397,7 @@ impl Backend for RedisBackend {
         if self.inner.protocol == 1 {
             return self.get_blocking(key);
         }
-        let fut = self
-            .inner
-            .clone()
-            .v2_get(key.text_arc().clone(), dependencies.to_vec());
-        self.block("get", fut).map(hand_up)
+        self.lookup_listed_blocking(key, dependencies).map(hand_up)
     }
 
     fn set<'a>(
@@ -1390,16 +1435,14 @@ impl Backend for RedisBackend {
     }
 
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
-        let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
         Box::pin(async move {
-            let answers = on_runtime(self.inner.clone().get_many_any(texts)).await?;
+            let answers = self.lookup_listed_many(keys).await?;
             Ok(answers.into_iter().map(hand_up).collect())
         })
     }
 
     fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
-        let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
-        let answers = self.block("get_many", self.inner.clone().get_many_any(texts))?;
+        let answers = self.lookup_listed_many_blocking(keys)?;
         Ok(answers.into_iter().map(hand_up).collect())
     }
 

@@ -61,6 +61,11 @@ impl Layout {
         s
     }
 
+    /// `P:v:{`: what every version key starts with (protocol version 2).
+    pub(crate) fn version_prefix(&self) -> String {
+        format!("{}:v:{{", self.prefix)
+    }
+
     /// `P:{T}:lock`.
     pub(crate) fn lock(&self, text: &str) -> String {
         format!("{}{}}}:lock", self.item_start, text)

@@ -182,12 +182,6 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
         if self.sweep_interval.is_zero() {
             return Err(CacheError::config("sweep_interval", "must be positive"));
         }
-        if self.l2.protocol() != 1 {
-            return Err(CacheError::config(
-                "l2",
-                "the layered backend needs a Redis backend on protocol version 1 (its L1 is kept coherent through version 1's keys)",
-            ));
-        }
         self.l1.init()?;
         let l1 = Arc::new(self.l1);
         spawn_sweeper(Arc::downgrade(&l1), self.sweep_interval)?;
@@ -195,11 +189,16 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
             Coherence::PubSub(_) => TrackingMode::Off,
             Coherence::Tracking(mode) => *mode,
         };
-        let prefix = self.l2.entry_key_prefix().to_string();
+        // protocol 2 invalidates by bumping version keys: they are tracked (and broadcast) too
+        let versions = (self.l2.protocol() == 2).then(|| self.l2.layout().version_prefix());
+        let prefixes = std::iter::once(self.l2.entry_key_prefix().to_string())
+            .chain(versions.clone())
+            .collect();
         let tracker = Tracker::start(
             self.l2.client(),
             mode,
-            prefix,
+            prefixes,
+            versions,
             self.ping_interval,
             self.l2.op_timeout().max(Duration::from_millis(100)),
             l1.clone() as Arc<dyn LocalStore>,
@@ -243,6 +242,42 @@ struct FillPlan {
     lease: Lease,
     redis_key: String,
     con: Option<redis::aio::MultiplexedConnection>,
+}
+
+/// Protocol 2: what the L1 copy of an L2 hit needs once the entry is read.
+struct ListedFill {
+    /// The L1 ttl bound (the entry's `PTTL`).
+    ms: i64,
+    /// The names the entry lists (its L1 references).
+    deps: Vec<String>,
+    /// Version keys of listed names not read before the L2 read, to read on the tracking
+    /// connection (default mode), and the tokens the entry lists for them.
+    confirm: Vec<String>,
+    expect: Vec<u64>,
+}
+
+/// Protocol 2: an L1 miss of a batch lookup.
+struct BatchMiss {
+    index: usize,
+    plan: FillPlan,
+    /// The names whose versions its tracking pre-read reads.
+    read: Vec<String>,
+}
+
+/// Protocol 2: the L1 copy of a batch's L2 hit, to put once confirmed.
+struct PendingCopy {
+    key: Key,
+    plan: FillPlan,
+    fill: ListedFill,
+    value: SharedValue,
+}
+
+/// Whether the tokens read on the tracking connection are the ones the entry lists.
+fn confirmed(fill: &ListedFill, read: Option<Vec<Option<u64>>>) -> bool {
+    fill.confirm.is_empty()
+        || read.is_some_and(|r| {
+            r.len() == fill.expect.len() && r.iter().zip(&fill.expect).all(|(r, e)| *r == Some(*e))
+        })
 }
 
 impl<S: LocalStore> LayeredBackend<S> {
@@ -382,10 +417,7 @@ impl<S: LocalStore> LayeredBackend<S> {
         pre: Option<(i64, Vec<String>)>,
         hit: Hit,
     ) -> Hit {
-        let value: SharedValue = match hit {
-            Hit::Local(v) => v,
-            Hit::Bytes(b) => Arc::new(Encoded(b)),
-        };
+        let value = local_value(hit);
         // -2: the key did not exist before the read; None: tracking connection down.
         let Some((ms, dependencies)) = pre.filter(|(ms, _)| *ms != -2 && *ms != 0) else {
             return Hit::Local(value);
@@ -401,6 +433,268 @@ impl<S: LocalStore> LayeredBackend<S> {
         self.l1
             .put_with_reference(key, value.clone(), &options, &plan.redis_key, plan.lease);
         Hit::Local(value)
+    }
+
+    /// Protocol 2: the version keys of `names` to read on the tracking connection before the L2
+    /// read, which makes Redis track them for this node. Only in default tracking mode:
+    /// broadcast reports every version key's change, and pub/sub invalidates by name.
+    fn tracked_versions(&self, names: &[String]) -> Vec<String> {
+        if self.tracker.mode() != TrackingMode::Default {
+            return Vec::new();
+        }
+        let layout = self.l2.layout();
+        names.iter().map(|n| layout.version(n)).collect()
+    }
+
+    /// Protocol 2: whether an L2 hit may be copied into L1, and what the copy needs. `pre` is
+    /// the tracking pre-read (the entry's `PTTL`, the tokens of `read`); `listed` what the
+    /// entry lists. In default tracking mode each listed name must have been tracked since
+    /// before the entry was read with the token the entry lists: read before the L2 read (and
+    /// equal), or read after it and confirmed equal ([`confirmed`]; tokens are never reused,
+    /// so an equal token means no invalidation in between, and later ones are pushed).
+    fn listed_fill(
+        &self,
+        pre: Option<(i64, Vec<Option<u64>>)>,
+        read: &[String],
+        listed: Vec<(String, u64)>,
+    ) -> Option<ListedFill> {
+        // -2: the key did not exist before the read; None: tracking connection down
+        let (ms, tokens) = pre.filter(|(ms, _)| *ms != -2 && *ms != 0)?;
+        let mut confirm = Vec::new();
+        let mut expect = Vec::new();
+        if self.tracker.mode() == TrackingMode::Default {
+            for (n, t) in &listed {
+                match read.iter().position(|r| r == n) {
+                    Some(i) if tokens.get(i) == Some(&Some(*t)) => {}
+                    Some(_) => return None,
+                    None => {
+                        confirm.push(self.l2.layout().version(n));
+                        expect.push(*t);
+                    }
+                }
+            }
+        }
+        Some(ListedFill {
+            ms,
+            deps: listed.into_iter().map(|(n, _)| n).collect(),
+            confirm,
+            expect,
+        })
+    }
+
+    /// Protocol 2: puts the L1 copy of an L2 hit.
+    fn put_listed(&self, key: &Key, plan: &FillPlan, fill: ListedFill, value: SharedValue) {
+        if !self.is_coherent() {
+            return;
+        }
+        let base = EntryOptions {
+            dependencies: fill.deps,
+            ..EntryOptions::new()
+        };
+        let options = self.l1_options(&base, Some(fill.ms));
+        self.l1
+            .put_with_reference(key, value, &options, &plan.redis_key, plan.lease);
+    }
+
+    /// Protocol 2's lookup: L1, else L2 (entry and versions), copied into L1 when coherent.
+    /// Inside a fill (a nested cached call) it reads L2 only: the enclosing entry must list
+    /// what this one depends on, which the L2 read hands up.
+    async fn get_listed(&self, key: &Key, declared: &[String]) -> Result<Lookup, CacheError> {
+        if cache_core::context::is_collecting() {
+            return self.l2.get_declared(key, declared).await;
+        }
+        if let Some(hit) = self.l1_probe(key) {
+            return Ok(Lookup::Hit(hit));
+        }
+        let plan = self.plan(key);
+        let read = self.l2.lookup_names(key, declared);
+        let versions = self.tracked_versions(&read);
+        let pre =
+            Tracker::pre_read_versions(plan.con.clone(), plan.redis_key.clone(), versions).await;
+        let answer = self.l2.lookup_listed(key, declared).await?;
+        let Lookup::Hit(hit) = answer.lookup else {
+            return Ok(answer.lookup);
+        };
+        let value = local_value(hit);
+        if let Some(fill) = self.listed_fill(pre, &read, answer.deps) {
+            let read = if fill.confirm.is_empty() {
+                None
+            } else {
+                Tracker::read_versions(plan.con.clone(), fill.confirm.clone()).await
+            };
+            if confirmed(&fill, read) {
+                self.put_listed(key, &plan, fill, value.clone());
+            }
+        }
+        Ok(Lookup::Hit(Hit::Local(value)))
+    }
+
+    /// [`Self::get_listed`], blocking.
+    fn get_listed_blocking(&self, key: &Key, declared: &[String]) -> Result<Lookup, CacheError> {
+        if cache_core::context::is_collecting() {
+            return self.l2.get_declared_blocking(key, declared);
+        }
+        if let Some(hit) = self.l1_probe(key) {
+            return Ok(Lookup::Hit(hit));
+        }
+        let plan = self.plan(key);
+        let read = self.l2.lookup_names(key, declared);
+        let versions = self.tracked_versions(&read);
+        let timeout = self.l2.op_timeout();
+        let pre = crate::client::exec::block(
+            Tracker::pre_read_versions(plan.con.clone(), plan.redis_key.clone(), versions),
+            timeout,
+        )
+        .flatten();
+        let answer = self.l2.lookup_listed_blocking(key, declared)?;
+        let Lookup::Hit(hit) = answer.lookup else {
+            return Ok(answer.lookup);
+        };
+        let value = local_value(hit);
+        if let Some(fill) = self.listed_fill(pre, &read, answer.deps) {
+            let read = if fill.confirm.is_empty() {
+                None
+            } else {
+                crate::client::exec::block(
+                    Tracker::read_versions(plan.con.clone(), fill.confirm.clone()),
+                    timeout,
+                )
+                .flatten()
+            };
+            if confirmed(&fill, read) {
+                self.put_listed(key, &plan, fill, value.clone());
+            }
+        }
+        Ok(Lookup::Hit(Hit::Local(value)))
+    }
+
+    /// Protocol 2's batch lookup, first step: the L1 hits, and for each L1 miss its index, fill
+    /// plan and the names whose versions its tracking pre-read reads.
+    fn batch_misses(&self, keys: &[Key]) -> (Vec<Option<Lookup>>, Vec<BatchMiss>) {
+        let found: Vec<Option<Lookup>> = keys
+            .iter()
+            .map(|k| self.l1_probe(k).map(Lookup::Hit))
+            .collect();
+        let misses = (0..keys.len())
+            .filter(|&i| found[i].is_none())
+            .map(|i| BatchMiss {
+                index: i,
+                plan: self.plan(&keys[i]),
+                read: self.l2.lookup_names(&keys[i], &[]),
+            })
+            .collect();
+        (found, misses)
+    }
+
+    /// The tracking pre-reads of a batch's L1 misses, concurrent (one multiplexed connection).
+    fn batch_pre_reads(
+        &self,
+        misses: &[BatchMiss],
+    ) -> impl std::future::Future<Output = Vec<Option<(i64, Vec<Option<u64>>)>>> + Send + 'static
+    {
+        futures_util::future::join_all(misses.iter().map(|m| {
+            Tracker::pre_read_versions(
+                m.plan.con.clone(),
+                m.plan.redis_key.clone(),
+                self.tracked_versions(&m.read),
+            )
+        }))
+    }
+
+    /// A batch's answers (L1 hits, then L2's), and the L1 copies of L2 hits still to put.
+    fn batch_answers(
+        &self,
+        keys: &[Key],
+        mut found: Vec<Option<Lookup>>,
+        misses: Vec<BatchMiss>,
+        pres: Vec<Option<(i64, Vec<Option<u64>>)>>,
+        answers: Vec<crate::versioned::Answer>,
+    ) -> Result<(Vec<Lookup>, Vec<PendingCopy>), CacheError> {
+        let mut pending = Vec::new();
+        for ((m, pre), answer) in misses.into_iter().zip(pres).zip(answers) {
+            found[m.index] = Some(match answer.lookup {
+                Lookup::Hit(hit) => {
+                    let value = local_value(hit);
+                    if let Some(fill) = self.listed_fill(pre, &m.read, answer.deps) {
+                        pending.push(PendingCopy {
+                            key: keys[m.index].clone(),
+                            plan: m.plan,
+                            fill,
+                            value: value.clone(),
+                        });
+                    }
+                    Lookup::Hit(Hit::Local(value))
+                }
+                miss => miss,
+            });
+        }
+        Ok((answered(found)?, pending))
+    }
+
+    /// The confirming reads of the copies that need one, concurrent.
+    fn confirm_reads(
+        pending: &[PendingCopy],
+    ) -> impl std::future::Future<Output = Vec<Option<Vec<Option<u64>>>>> + Send + 'static {
+        futures_util::future::join_all(pending.iter().map(|p| {
+            let (con, confirm) = (p.plan.con.clone(), p.fill.confirm.clone());
+            async move {
+                if confirm.is_empty() {
+                    None
+                } else {
+                    Tracker::read_versions(con, confirm).await
+                }
+            }
+        }))
+    }
+
+    /// Puts the confirmed copies into L1.
+    fn put_copies(&self, pending: Vec<PendingCopy>, reads: Vec<Option<Vec<Option<u64>>>>) {
+        for (p, read) in pending.into_iter().zip(reads) {
+            if confirmed(&p.fill, read) {
+                self.put_listed(&p.key, &p.plan, p.fill, p.value);
+            }
+        }
+    }
+
+    /// Protocol 2's batch lookup: L1 hits; the L1 misses' tracking pre-reads, their L2
+    /// lookups, and L1 copies of the hits, as [`Self::get_listed`] does for one key. Inside a
+    /// fill, L2 only.
+    async fn get_many_listed(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        if cache_core::context::is_collecting() {
+            return self.l2.get_many(keys).await;
+        }
+        let (found, misses) = self.batch_misses(keys);
+        if misses.is_empty() {
+            return answered(found);
+        }
+        let pres = self.batch_pre_reads(&misses).await;
+        let l2_keys: Vec<Key> = misses.iter().map(|m| keys[m.index].clone()).collect();
+        let answers = self.l2.lookup_listed_many(&l2_keys).await?;
+        let (out, pending) = self.batch_answers(keys, found, misses, pres, answers)?;
+        let reads = Self::confirm_reads(&pending).await;
+        self.put_copies(pending, reads);
+        Ok(out)
+    }
+
+    /// [`Self::get_many_listed`], blocking.
+    fn get_many_listed_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        if cache_core::context::is_collecting() {
+            return self.l2.get_many_blocking(keys);
+        }
+        let (found, misses) = self.batch_misses(keys);
+        if misses.is_empty() {
+            return answered(found);
+        }
+        let timeout = self.l2.op_timeout();
+        let pres = crate::client::exec::block(self.batch_pre_reads(&misses), timeout)
+            .unwrap_or_else(|| misses.iter().map(|_| None).collect());
+        let l2_keys: Vec<Key> = misses.iter().map(|m| keys[m.index].clone()).collect();
+        let answers = self.l2.lookup_listed_many_blocking(&l2_keys)?;
+        let (out, pending) = self.batch_answers(keys, found, misses, pres, answers)?;
+        let reads = crate::client::exec::block(Self::confirm_reads(&pending), timeout)
+            .unwrap_or_else(|| pending.iter().map(|_| None).collect());
+        self.put_copies(pending, reads);
+        Ok(out)
     }
 
     /// After a stored write: in pub/sub mode L1 keeps the value and the other nodes drop
@@ -429,6 +723,24 @@ impl<S: LocalStore> LayeredBackend<S> {
             s.publish(SyncOp::Remove(key.text().to_string()));
         }
     }
+}
+
+/// The value of a hit, as the L1 holds it (bytes read from Redis become [`Encoded`]).
+fn local_value(hit: Hit) -> SharedValue {
+    match hit {
+        Hit::Local(v) => v,
+        Hit::Bytes(b) => Arc::new(Encoded(b)),
+    }
+}
+
+/// A batch's answers, every key answered.
+fn answered(found: Vec<Option<Lookup>>) -> Result<Vec<Lookup>, CacheError> {
+    found
+        .into_iter()
+        .map(|f| {
+            f.ok_or_else(|| CacheError::backend("redis-layered", "a batch lookup went unanswered"))
+        })
+        .collect()
 }
 
 /// Sweeps the L1's expired entries every `every` on the background executor, while the L1
@@ -484,13 +796,42 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
         key: &LocalKey<'_>,
         on_hit: &mut dyn FnMut(&SharedValue),
     ) -> LocalLookup {
+        // protocol 2, inside a fill: L2 hands up what the entry depends on (get_listed)
+        if self.l2.protocol() == 2 && cache_core::context::is_collecting() {
+            return LocalLookup::Remote;
+        }
         match self.l1.lookup(key, on_hit) {
             LocalLookup::Hit => LocalLookup::Hit,
             _ => LocalLookup::Remote,
         }
     }
 
+    fn get_declared<'a>(
+        &'a self,
+        key: &'a Key,
+        dependencies: &'a [String],
+    ) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        if self.l2.protocol() == 1 {
+            return self.get(key);
+        }
+        Box::pin(self.get_listed(key, dependencies))
+    }
+
+    fn get_declared_blocking(
+        &self,
+        key: &Key,
+        dependencies: &[String],
+    ) -> Result<Lookup, CacheError> {
+        if self.l2.protocol() == 1 {
+            return self.get_blocking(key);
+        }
+        self.get_listed_blocking(key, dependencies)
+    }
+
     fn get<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Lookup, CacheError>> {
+        if self.l2.protocol() == 2 {
+            return Box::pin(self.get_listed(key, &[]));
+        }
         Box::pin(async move {
             if let Some(hit) = self.l1_probe(key) {
                 return Ok(Lookup::Hit(hit));
@@ -505,6 +846,9 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
     }
 
     fn get_blocking(&self, key: &Key) -> Result<Lookup, CacheError> {
+        if self.l2.protocol() == 2 {
+            return self.get_listed_blocking(key, &[]);
+        }
         if let Some(hit) = self.l1_probe(key) {
             return Ok(Lookup::Hit(hit));
         }
@@ -523,6 +867,9 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
     /// L1 hits, then one `MGET` for the L1 misses (with their tracking pre-reads, concurrent).
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
         Box::pin(async move {
+            if self.l2.protocol() == 2 {
+                return self.get_many_listed(keys).await;
+            }
             let (found, missing) = self.l1_many(keys);
             if missing.is_empty() {
                 return Ok(self.answer_many(keys, found, missing, Vec::new(), Vec::new()));
@@ -534,6 +881,9 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
     }
 
     fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+        if self.l2.protocol() == 2 {
+            return self.get_many_listed_blocking(keys);
+        }
         let (found, missing) = self.l1_many(keys);
         if missing.is_empty() {
             return Ok(self.answer_many(keys, found, missing, Vec::new(), Vec::new()));

@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 
 use cache_core::CacheError;
 
+use crate::backend::parse_gen;
 use crate::local_store::LocalStore;
 use crate::watch::{next_backoff, until_lost, MIN_BACKOFF};
 
@@ -76,7 +77,11 @@ struct Counters {
 
 struct Shared {
     mode: TrackingMode,
-    prefix: String,
+    /// The key prefixes broadcast in [`TrackingMode::Broadcast`].
+    prefixes: Vec<String>,
+    /// `P:v:{` (protocol 2): a pushed version key `P:v:{N}` invalidates the L1 entries that
+    /// depend on `N`.
+    versions: Option<String>,
     ping_interval: Duration,
     timeout: Duration,
     store: Arc<dyn LocalStore>,
@@ -90,6 +95,15 @@ impl Shared {
         self.store.invalidate_references(None);
         // counted once done: a reader that sees the count sees the flushed store
         self.counters.flushes.fetch_add(1, Relaxed);
+    }
+
+    /// The L1 reference a pushed Redis key stands for: the name `N` of a version key
+    /// `P:v:{N}`, else the key itself (an entry key, the reference of its L1 copy).
+    fn reference_of<'k>(&self, key: &'k str) -> &'k str {
+        self.versions
+            .as_deref()
+            .and_then(|v| key.strip_prefix(v)?.strip_suffix('}'))
+            .unwrap_or(key)
     }
 
     fn on_push(&self, lost: &Notify, info: PushInfo) {
@@ -107,7 +121,9 @@ impl Shared {
                             })
                             .collect();
                         self.counters.keys.fetch_add(keys.len() as u64, Relaxed);
-                        self.store.invalidate_references(Some(&keys));
+                        let refs: Vec<&str> =
+                            keys.into_iter().map(|k| self.reference_of(k)).collect();
+                        self.store.invalidate_references(Some(&refs));
                     }
                     _ => {
                         // A null key list: the server flushed its keyspace.
@@ -136,19 +152,21 @@ impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracker")
             .field("mode", &self.shared.mode)
-            .field("prefix", &self.shared.prefix)
+            .field("prefixes", &self.shared.prefixes)
             .field("connected", &self.is_connected())
             .finish()
     }
 }
 
 impl Tracker {
-    /// Starts tracking for `store` through the server of `client`. `prefix` is the entry-key
-    /// prefix used by [`TrackingMode::Broadcast`].
+    /// Starts tracking for `store` through the server of `client`. `prefixes` are the key
+    /// prefixes broadcast in [`TrackingMode::Broadcast`]; `versions` the version-key prefix
+    /// `P:v:{` on protocol 2.
     pub(crate) fn start(
         client: &Client,
         mode: TrackingMode,
-        prefix: String,
+        prefixes: Vec<String>,
+        versions: Option<String>,
         ping_interval: Duration,
         timeout: Duration,
         store: Arc<dyn LocalStore>,
@@ -159,7 +177,8 @@ impl Tracker {
             .map_err(|e| CacheError::config("url", e.to_string()))?;
         let shared = Arc::new(Shared {
             mode,
-            prefix,
+            prefixes,
+            versions,
             ping_interval,
             timeout,
             store,
@@ -243,21 +262,73 @@ impl Tracker {
             .map(|b| crate::keys::decode_forward_list(&b))
             .unwrap_or_default();
         deps.extend(old);
-        let ms = match crate::envelope::fresh_until(&header) {
-            Some(until) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let fresh = (until as i64).saturating_sub(now).max(0);
-                if ms < 0 {
-                    fresh
-                } else {
-                    ms.min(fresh)
-                }
-            }
-            None => ms,
+        Some((l1_ttl(ms, &header), deps))
+    }
+
+    /// Protocol 2: how long an L1 copy of `key` may live (as [`Self::pre_read`]) and the
+    /// version tokens of `versions` (version keys), read on the tracking connection before the
+    /// entry is read, so that Redis tracks them for this node from then on. `None` when the
+    /// connection is down or the commands failed.
+    pub(crate) async fn pre_read_versions(
+        con: Option<MultiplexedConnection>,
+        key: String,
+        versions: Vec<String>,
+    ) -> Option<(i64, Vec<Option<u64>>)> {
+        let mut con = con?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL")
+            .arg(&key)
+            .cmd("GETRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(crate::envelope::HEADER_MAX - 1);
+        for v in &versions {
+            pipe.cmd("GET").arg(v);
+        }
+        let mut replies: Vec<Value> = pipe.query_async(&mut con).await.ok()?;
+        if replies.len() != versions.len() + 2 {
+            return None;
+        }
+        let tokens = replies.split_off(2).iter().map(parse_gen).collect();
+        let (Value::Int(ms), Value::BulkString(header)) = (&replies[0], &replies[1]) else {
+            return None;
         };
-        Some((ms, deps))
+        Some((l1_ttl(*ms, header), tokens))
+    }
+
+    /// Protocol 2: the version tokens of `versions`, read on the tracking connection (Redis
+    /// tracks them for this node from then on). `None` when the connection is down or the
+    /// command failed.
+    pub(crate) async fn read_versions(
+        con: Option<MultiplexedConnection>,
+        versions: Vec<String>,
+    ) -> Option<Vec<Option<u64>>> {
+        let mut con = con?;
+        let mut pipe = redis::pipe();
+        for v in &versions {
+            pipe.cmd("GET").arg(v);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut con).await.ok()?;
+        (replies.len() == versions.len()).then(|| replies.iter().map(parse_gen).collect())
+    }
+}
+
+/// How long an L1 copy may live: the entry's `PTTL` (`ms`), bounded by the end of its fresh
+/// time when its envelope `header` has a stale window.
+fn l1_ttl(ms: i64, header: &[u8]) -> i64 {
+    match crate::envelope::fresh_until(header) {
+        Some(until) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let fresh = (until as i64).saturating_sub(now).max(0);
+            if ms < 0 {
+                fresh
+            } else {
+                ms.min(fresh)
+            }
+        }
+        None => ms,
     }
 }
 
@@ -303,14 +374,12 @@ async fn run(client: Client, shared: Arc<Shared>) {
                         .await?;
                 }
                 TrackingMode::Broadcast => {
-                    let _: Value = redis::cmd("CLIENT")
-                        .arg("TRACKING")
-                        .arg("ON")
-                        .arg("BCAST")
-                        .arg("PREFIX")
-                        .arg(&shared.prefix)
-                        .query_async(&mut con)
-                        .await?;
+                    let mut cmd = redis::cmd("CLIENT");
+                    cmd.arg("TRACKING").arg("ON").arg("BCAST");
+                    for p in &shared.prefixes {
+                        cmd.arg("PREFIX").arg(p);
+                    }
+                    let _: Value = cmd.query_async(&mut con).await?;
                 }
             }
             Ok::<_, redis::RedisError>(con)

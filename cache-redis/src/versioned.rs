@@ -206,10 +206,12 @@ fn dedup(names: Vec<String>, own: &str) -> Vec<String> {
     out
 }
 
-/// What a version-2 lookup answers, with the dependencies of a hit (for the enclosing fill).
+/// What a version-2 lookup answers, with what a hit's entry lists: each name it depends on and
+/// the version token it was filled under (for the enclosing fill, and for an L1 copy's
+/// coherence).
 pub(crate) struct Answer {
     pub(crate) lookup: Lookup,
-    pub(crate) deps: Vec<String>,
+    pub(crate) deps: Vec<(String, u64)>,
 }
 
 impl Inner {
@@ -226,25 +228,30 @@ impl Inner {
         })
     }
 
+    /// The names whose versions a lookup of entry `text` reads with it: what its call declared,
+    /// and what the entry listed beyond that when this process last read it.
+    pub(crate) fn v2_names(&self, text: &str, declared: Vec<String>) -> Vec<String> {
+        if !self.dependencies {
+            return Vec::new();
+        }
+        let mut names = dedup(declared, text);
+        if let Some(extra) = self.hints.get(text) {
+            let new: Vec<String> = extra
+                .iter()
+                .filter(|n| !names.contains(n))
+                .cloned()
+                .collect();
+            names.extend(new);
+        }
+        names
+    }
+
     async fn v2_lookup(
         self: &Arc<Self>,
         text: &str,
         declared: Vec<String>,
     ) -> Result<Answer, RedisCacheError> {
-        let names = if self.dependencies {
-            let mut names = dedup(declared, text);
-            if let Some(extra) = self.hints.get(text) {
-                let new: Vec<String> = extra
-                    .iter()
-                    .filter(|n| !names.contains(n))
-                    .cloned()
-                    .collect();
-                names.extend(new);
-            }
-            names
-        } else {
-            Vec::new()
-        };
+        let names = self.v2_names(text, declared);
         let item = self.layout.item(text);
         let lock = self.layout.lock(text);
         let lock_px = self.lock_ttl.map(|t| t.as_millis().max(1) as u64);
@@ -500,7 +507,6 @@ impl Inner {
                 return Ok(Validity::Invalid(read));
             }
         }
-        let deps = opened.deps.iter().map(|(n, _)| n.clone()).collect();
         if let Some(fresh_until) = opened.fresh_until_ms {
             if unix_ms() >= fresh_until {
                 self.counters.misses.incr();
@@ -521,7 +527,7 @@ impl Inner {
         }
         Ok(Validity::Valid(Answer {
             lookup: Lookup::Hit(Hit::Bytes(opened.payload)),
-            deps,
+            deps: opened.deps,
         }))
     }
 

@@ -7,6 +7,9 @@
 //! The tests install backends as the process-wide default (the product setup), so they run one
 //! at a time.
 
+#[path = "redis_common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +18,8 @@ use cache_core::value::{self, SharedValue};
 use cache_core::{cached, invalidates, registry, Backend, EntryOptions, Key, Lease, Lookup};
 use cache_core::{LocalLookup, MemoryBackend};
 use cache_redis::local_store::{LocalStore, QuickCacheStore};
-use cache_redis::{Coherence, LayeredBackend, RedisBackend, SyncOptions, TrackingMode};
-use test_support::{require_redis_server, wait_until, RedisServer};
+use cache_redis::{Coherence, LayeredBackend, SyncOptions, TrackingMode};
+use test_support::{wait_until, RedisServer};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -42,8 +45,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn node(server: &RedisServer, prefix: &str, coherence: Coherence) -> Arc<LayeredBackend> {
-    let l2 = RedisBackend::builder()
-        .url(server.url())
+    let l2 = common::builder(server)
         .prefix(prefix)
         .connect_blocking()
         .unwrap();
@@ -85,10 +87,9 @@ fn l1_hits(n: &LayeredBackend) -> (u64, u64) {
 /// Node A computes `price(1)`; node B reads it (L1 filled from Redis, then kept typed) and serves
 /// it on the direct hit path; an update through A is then seen by B.
 fn decoded_and_coherent(coherence: Coherence, prefix: &str) {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let a = node(&server, prefix, coherence.clone());
     let b = node(&server, prefix, coherence);
     // the L1 of a layered backend over a memory store serves the direct hit path; its misses
@@ -157,10 +158,9 @@ fn redis_filled_l1_entries_are_kept_decoded_tracking() {
 #[test]
 fn a_replacement_racing_an_invalidation_is_refused() {
     let _serial = serial();
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let coherence = Coherence::PubSub(SyncOptions::new("t:race"));
     let a = node(&server, "t-race", coherence.clone());
     let b = node(&server, "t-race", coherence);

@@ -3,6 +3,9 @@
 //! through pub/sub, writes made outside the cache (`SET`/`DEL` on the entry key), lost
 //! tracking connections, L1 TTL bounded by the L2 TTL, and reads racing writes.
 
+#[path = "redis_common/mod.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +13,12 @@ use std::time::Duration;
 use cache_core::{value, Backend, EntryOptions, Key, Lease, LocalLookup, Lookup};
 use cache_redis::local_store::{LocalStore, QuickCacheStore};
 use cache_redis::{Coherence, LayeredBackend, RedisBackend, SyncOptions, TrackingMode};
-use test_support::{require_redis_server, wait_until, RedisServer};
+use test_support::{wait_until, RedisServer};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
 fn l2(server: &RedisServer) -> RedisBackend {
-    RedisBackend::builder()
-        .url(server.url())
-        .prefix("t")
-        .connect_blocking()
-        .unwrap()
+    common::builder(server).connect_blocking().unwrap()
 }
 
 fn node(server: &RedisServer, coherence: Coherence) -> LayeredBackend {
@@ -65,10 +64,9 @@ fn three(server: &RedisServer, coherence: Coherence) -> [LayeredBackend; 3] {
 
 #[test]
 fn reads_fill_l1_and_a_hit_is_served_in_process() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let [a, b, _c] = three(&server, Coherence::Tracking(TrackingMode::Default));
     write(&a, "app::f(1)", 11, &EntryOptions::new());
     assert!(fill(&b, "app::f(1)", 11), "a read fills L1");
@@ -83,10 +81,9 @@ fn reads_fill_l1_and_a_hit_is_served_in_process() {
 
 #[test]
 fn tracking_default_mode_invalidation_on_a_reaches_b_and_c() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let [a, b, c] = three(&server, Coherence::Tracking(TrackingMode::Default));
     let opts = EntryOptions::new().depends_on("user:7");
     write(&a, "app::get_user(7)", 7, &opts);
@@ -100,10 +97,9 @@ fn tracking_default_mode_invalidation_on_a_reaches_b_and_c() {
 }
 
 fn raw_set_and_del_invalidate_every_l1(mode: TrackingMode) {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let [a, b, c] = three(&server, Coherence::Tracking(mode));
     write(&a, "app::g(1)", 1, &EntryOptions::new());
     for n in [&a, &b, &c] {
@@ -153,10 +149,9 @@ fn tracking_bcast_mode_raw_writes_invalidate_every_l1() {
 
 #[test]
 fn pub_sub_mode_invalidation_on_a_reaches_b_and_c() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let [a, b, c] = three(&server, Coherence::PubSub(SyncOptions::new("t:layered")));
     // Y depends on user:7; X depends on Y's key (transitive).
     write(
@@ -204,10 +199,9 @@ fn tracker_id(server: &RedisServer) -> Vec<i64> {
 
 #[test]
 fn after_the_tracking_connection_is_killed_no_node_serves_a_changed_entry() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let a = node(&server, Coherence::Tracking(TrackingMode::Default));
     write(&a, "app::h", 1, &EntryOptions::new());
     assert!(fill(&a, "app::h", 1));
@@ -240,10 +234,9 @@ fn after_the_tracking_connection_is_killed_no_node_serves_a_changed_entry() {
 
 #[test]
 fn an_l1_entry_never_outlives_its_l2_ttl() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let [a, b, _c] = three(&server, Coherence::PubSub(SyncOptions::new("t:ttl")));
     write(
         &a,
@@ -268,10 +261,9 @@ fn an_l1_entry_never_outlives_its_l2_ttl() {
 
 #[test]
 fn reads_racing_writes_never_leave_a_stale_l1_entry() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     for mode in [TrackingMode::Default, TrackingMode::Broadcast] {
         let writer = Arc::new(node(&server, Coherence::Tracking(mode)));
         let reader = Arc::new(node(&server, Coherence::Tracking(mode)));
@@ -306,10 +298,9 @@ fn reads_racing_writes_never_leave_a_stale_l1_entry() {
 
 #[test]
 fn the_layered_backend_takes_any_local_store() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let mk = || {
         let b = LayeredBackend::builder(l2(&server))
             .local_store(QuickCacheStore::new(1000).unwrap())
@@ -328,10 +319,9 @@ fn the_layered_backend_takes_any_local_store() {
 
 #[test]
 fn expired_l1_entries_are_swept_in_the_background() {
-    let Some(bin) = require_redis_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let server = RedisServer::start(&bin).unwrap();
     let b = LayeredBackend::builder(l2(&server))
         .coherence(Coherence::PubSub(SyncOptions::new("t:sweep")))
         .sweep_interval(Duration::from_millis(50))

@@ -201,14 +201,13 @@ async fn synced_nodes_serve_nothing_stale_while_deaf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layered_nodes_serve_nothing_stale_while_deaf() {
-    let Some(server) = common::plain_server() else {
+    let Some(server) = common::server() else {
         return;
     };
     let nodes = (0..3)
         .map(|_| {
             let l2 = common::builder(&server)
                 .op_timeout(Duration::from_millis(100))
-                .protocol(1) // the layered backend runs on protocol 1
                 .connect_blocking()
                 .unwrap();
             let b = LayeredBackend::builder(l2)

@@ -297,11 +297,11 @@ fn tiered(ids: Vec<u64>) -> HashMap<u64, u64> {
 #[test]
 fn layered_nodes_serve_batches_from_l1_and_share_invalidations() {
     use cache_redis::{Coherence, LayeredBackend};
-    let Some(server) = common::plain_server() else {
+    let Some(server) = common::server() else {
         return;
     };
     let layered = || {
-        let b = LayeredBackend::builder(common::connect_l2(&server))
+        let b = LayeredBackend::builder(common::connect(&server))
             .coherence(Coherence::Tracking(cache_redis::TrackingMode::Default))
             .build()
             .unwrap();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_core::{cached, registry, value, Backend, EntryOptions, Key, Lookup, SetOutcome};
-use cache_redis::RedisBackend;
+use cache_redis::{Coherence, LayeredBackend, RedisBackend, SyncOptions, TrackingMode};
 use test_support::{require_redis_server, RedisServer};
 
 fn cluster_node() -> Option<RedisServer> {
@@ -348,4 +348,82 @@ async fn a_miss_and_fill_is_a_read_pipeline_then_a_write_pipeline() {
         (4, 4, 0),
         "the entry and three versions read; three versions checked and the set: {sent:#?}"
     );
+}
+
+static L1_INNER_RUNS: AtomicUsize = AtomicUsize::new(0);
+static L1_OUTER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(ttl = "10m", depends_on = ["seat:{id}"])]
+async fn seat(id: u64) -> String {
+    format!(
+        "seat {id} v{}",
+        L1_INNER_RUNS.fetch_add(1, Ordering::SeqCst) + 1
+    )
+}
+
+#[cached(ttl = "10m")]
+async fn row(r: u64) -> String {
+    L1_OUTER_RUNS.fetch_add(1, Ordering::SeqCst);
+    format!(
+        "row {r}: {}, {}",
+        seat(r * 10).await,
+        seat(r * 10 + 1).await
+    )
+}
+
+fn layered(server: &RedisServer, prefix: &str, coherence: Coherence) -> Arc<LayeredBackend> {
+    let l2 = common::builder(server)
+        .protocol(2)
+        .prefix(prefix)
+        .connect_blocking()
+        .expect("connects");
+    let b = LayeredBackend::builder(l2)
+        .coherence(coherence)
+        .ping_interval(Duration::from_millis(100))
+        .build()
+        .expect("builds");
+    assert!(b.wait_coherent(Duration::from_secs(5)));
+    Arc::new(b)
+}
+
+/// A nested call whose entry node A holds in its L1 hands what that entry depends on to the
+/// enclosing fill, so invalidating it reaches the outer entry in Redis (read by node B) and
+/// in A's L1: in every coherence mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layered_nodes_nested_l1_hit_hands_its_dependencies_to_the_outer_entry() {
+    let Some(server) = cluster_node() else {
+        return;
+    };
+    let modes = [
+        ("l1d", Coherence::Tracking(TrackingMode::Default)),
+        ("l1b", Coherence::Tracking(TrackingMode::Broadcast)),
+        ("l1p", Coherence::PubSub(SyncOptions::new("l1p:sync"))),
+    ];
+    for (i, (prefix, coherence)) in modes.into_iter().enumerate() {
+        let r = i as u64 + 1;
+        let a = layered(&server, prefix, coherence.clone());
+        let b = layered(&server, prefix, coherence);
+        let inner_key = Key::from_text(format!("redis_protocol_v2::seat({})", r * 10));
+        // seat(r*10) in A's L1 (a read after the fill copies it there)
+        let end = Instant::now() + Duration::from_secs(5);
+        while !a.local_store().contains(inner_key.text()) {
+            assert!(Instant::now() < end, "{prefix}: seat in A's L1");
+            registry::with_backend(a.clone(), seat(r * 10)).await;
+            tokio::task::yield_now().await;
+        }
+        let outer_before = L1_OUTER_RUNS.load(Ordering::SeqCst);
+        let page = registry::with_backend(a.clone(), row(r)).await;
+        assert_eq!(L1_OUTER_RUNS.load(Ordering::SeqCst), outer_before + 1);
+
+        b.invalidate(&format!("seat:{}", r * 10)).await.unwrap();
+        let fresh = registry::with_backend(b.clone(), row(r)).await;
+        assert_ne!(fresh, page, "{prefix}: B recomputes the row from Redis");
+        assert_eq!(L1_OUTER_RUNS.load(Ordering::SeqCst), outer_before + 2);
+        // A drops its copies once the invalidation reaches it
+        let end = Instant::now() + Duration::from_secs(5);
+        while registry::with_backend(a.clone(), row(r)).await != fresh {
+            assert!(Instant::now() < end, "{prefix}: A still serves the old row");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

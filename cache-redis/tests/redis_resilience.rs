@@ -231,10 +231,10 @@ async fn layered_row(id: u64) -> Result<u64, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layered_node_serves_the_stale_value_from_redis_never_from_l1() {
     use cache_redis::{Coherence, LayeredBackend, TrackingMode};
-    let Some(server) = common::plain_server() else {
+    let Some(server) = common::server() else {
         return;
     };
-    let layered = LayeredBackend::builder(common::connect_l2(&server))
+    let layered = LayeredBackend::builder(common::connect(&server))
         .coherence(Coherence::Tracking(TrackingMode::Default))
         .build()
         .unwrap();

@@ -22,8 +22,8 @@ pub fn on_cluster() -> bool {
     std::env::var("CACHE_REDIS_TEST_CLUSTER").as_deref() == Ok("1")
 }
 
-/// A fresh single server whatever the tests run on: for the layered backend (protocol 1, not
-/// slot-safe) and tests of protocol 1's own mechanisms.
+/// A fresh single server whatever the tests run on: for tests of protocol 1's own mechanisms
+/// and of what a cluster does not have (`SELECT`).
 pub fn plain_server() -> Option<RedisServer> {
     let bin = require_redis_server()?;
     Some(RedisServer::start(&bin).expect("redis-server starts"))
@@ -62,14 +62,6 @@ pub fn builder(server: &RedisServer) -> RedisBackendBuilder {
 
 pub fn connect(server: &RedisServer) -> RedisBackend {
     builder(server).connect_blocking().expect("connects")
-}
-
-/// An L2 for a layered backend, which runs on protocol 1 whatever the tests run on.
-pub fn connect_l2(server: &RedisServer) -> RedisBackend {
-    builder(server)
-        .protocol(1)
-        .connect_blocking()
-        .expect("connects")
 }
 
 /// Polls `cond` until true or the deadline (a bounded wait, not a sleep).
