@@ -91,7 +91,7 @@ impl Default for RedisBackendBuilder {
             write_claim_after: Duration::from_secs(30),
             write_capacity: 1_000_000,
             tls: TlsOptions::default(),
-            protocol: 1,
+            protocol: 2,
             version_ttl: DEFAULT_VERSION_TTL,
         }
     }
@@ -327,12 +327,13 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// The storage protocol: `1` (the default: reverse dependency indexes, see the README) or
-    /// `2` (entries carry the versions of what they depend on and are validated on read:
-    /// invalidation is O(1), correct under every eviction policy, every script touches one
-    /// hash slot). The two keep different data under the same prefix and must not share one:
-    /// moving to version 2 takes a new prefix. The layered backend runs on version 1 only (for
-    /// now).
+    /// The storage protocol: `2` (the default: entries carry the versions of what they depend
+    /// on and are validated on read: invalidation is O(1), correct under every eviction
+    /// policy, every script touches one hash slot) or `1` (reverse dependency indexes walked on
+    /// invalidation, see the README; what this crate wrote before version 2). The two keep
+    /// different data under the same prefix and must not share one: nodes of a deployment that
+    /// ran version 1 keep `protocol(1)` until every node is upgraded, or move to version 2
+    /// under a new prefix.
     ///
     /// ```
     /// let b = cache_redis::RedisBackend::builder().prefix("shop2").protocol(2);

@@ -6,6 +6,12 @@
 //!   longer than the entry's remaining TTL in Redis (so an L1 entry never outlives its L2
 //!   entry), unless an invalidation arrived meanwhile (the L1 lease taken before the reads is
 //!   then stale) or the coherence channel is down.
+//!   On storage protocol 2 an L1 copy lists the names its entry depends on (its L1
+//!   references); in default tracking mode their version keys are read on the tracking
+//!   connection too (the call's declared names before the entry, the others after it,
+//!   checked equal to the tokens the entry lists), so Redis pushes their invalidation. Inside
+//!   a fill, a nested call reads L2, not L1: the enclosing entry must list what the nested one
+//!   depends on, which the L2 read hands up.
 //! * **Writes** go to Redis first, then L1. Removals, invalidations and clears go to Redis,
 //!   then L1, then (pub/sub mode) to the other nodes' L1.
 //! * **Coherence**, chosen at build time: [`Coherence::PubSub`] (the other nodes apply this

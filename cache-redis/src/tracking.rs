@@ -11,7 +11,8 @@
 //!   the L1 coherent instead).
 //!
 //! Pushes are applied to the [`LocalStore`] on the connection's task: an `invalidate` push
-//! drops the entries referencing the listed Redis keys, a null push (`FLUSHALL`/`FLUSHDB`)
+//! drops the entries referencing the listed Redis keys (on storage protocol 2, a version key
+//! `P:v:{N}` stands for `N`: the entries depending on `N`), a null push (`FLUSHALL`/`FLUSHDB`)
 //! drops everything. The race of an invalidation arriving while a read is in flight is closed
 //! by leases: the reader takes the store's lease before it reads, the push bumps the store's
 //! epoch for that Redis key, and the reader's put is rejected. When the connection is lost or a

@@ -253,8 +253,11 @@ impl Inner {
     ) -> Result<Answer, RedisCacheError> {
         let names = self.v2_names(text, declared);
         let item = self.layout.item(text);
-        let lock = self.layout.lock(text);
         let lock_px = self.lock_ttl.map(|t| t.as_millis().max(1) as u64);
+        let lock = match lock_px {
+            Some(_) => self.layout.lock(text),
+            None => String::new(),
+        };
         let deadline = self
             .lock_ttl
             .map(|t| Instant::now() + t + self.client.op_timeout());
@@ -373,15 +376,15 @@ impl Inner {
             if fresh.is_none() || lock_px.is_some() {
                 self.learn_time(time, sent);
             }
-            let mut known: Vec<(String, u64)> = names
-                .iter()
-                .zip(&tokens)
-                .filter_map(|(n, t)| t.map(|t| (n.clone(), t)))
-                .collect();
+            let read = Read {
+                names: &names,
+                tokens: &tokens,
+            };
+            let mut known = Vec::new();
             if let Some(bytes) = value {
-                match self.v2_valid(text, bytes, &known, time).await? {
+                match self.v2_valid(text, bytes, read, time).await? {
                     Validity::Valid(answer) => return Ok(answer),
-                    Validity::Invalid(read) => known.extend(read),
+                    Validity::Invalid(more) => known = more,
                 }
                 // not valid: a miss; with the lock, take it now
                 if let Some(px) = lock_px {
@@ -394,14 +397,14 @@ impl Inner {
                         .await?;
                     let status = r.first().and_then(parse_gen).unwrap_or(0);
                     if status == 1 || !self.v2_wait(&mut delay, &mut waited, deadline).await {
-                        return Ok(self.v2_miss(time, known));
+                        return Ok(self.v2_miss(time, read.known(known)));
                     }
                     continue;
                 }
             } else if status == 0 && self.v2_wait(&mut delay, &mut waited, deadline).await {
                 continue;
             }
-            return Ok(self.v2_miss(time, known));
+            return Ok(self.v2_miss(time, read.known(known)));
         }
     }
 
@@ -440,13 +443,13 @@ impl Inner {
         }
     }
 
-    /// Whether stored `bytes` are a valid entry (every version it lists is current; `known`
+    /// Whether stored `bytes` are a valid entry (every version it lists is current; `read`
     /// are the versions read with it).
     async fn v2_valid(
         self: &Arc<Self>,
         text: &str,
         bytes: Vec<u8>,
-        known: &[(String, u64)],
+        read: Read<'_>,
         time: u64,
     ) -> Result<Validity, RedisCacheError> {
         let opened = match envelope::open(bytes, self.max_payload) {
@@ -465,18 +468,19 @@ impl Inner {
         }
         let mut unknown: Vec<&(String, u64)> = Vec::new();
         for dep in &opened.deps {
-            match known.iter().find(|(n, _)| *n == dep.0) {
-                Some((_, t)) if *t == dep.1 => {}
+            match read.token(&dep.0) {
+                Some(Some(t)) if t == dep.1 => {}
                 Some(_) => return Ok(Validity::Invalid(Vec::new())),
                 None => unknown.push(dep),
             }
         }
         if !unknown.is_empty() {
             // read them with the entry next time
-            let mut extra: Vec<String> = known
+            let mut extra: Vec<String> = read
+                .names
                 .iter()
-                .map(|(n, _)| n.clone())
-                .filter(|n| opened.deps.iter().any(|(d, _)| d == n))
+                .filter(|n| opened.deps.iter().any(|(d, _)| d == *n))
+                .cloned()
                 .collect();
             extra.extend(unknown.iter().map(|(n, _)| n.clone()));
             self.hints.remember(text, extra);
@@ -514,7 +518,7 @@ impl Inner {
                 return Ok(Validity::Valid(Answer {
                     lookup: Lookup::Stale {
                         hit: Hit::Bytes(opened.payload),
-                        lease: self.leases.grant(time, known.to_vec()),
+                        lease: self.leases.grant(time, read.known(Vec::new())),
                         age,
                     },
                     deps: Vec::new(),
@@ -739,6 +743,34 @@ impl Inner {
             names.len() as u64
         });
         Ok(())
+    }
+}
+
+/// The versions a lookup read with the entry: `tokens[i]` of `names[i]` (`None`: no version
+/// key).
+#[derive(Clone, Copy)]
+struct Read<'a> {
+    names: &'a [String],
+    tokens: &'a [Option<u64>],
+}
+
+impl Read<'_> {
+    /// The token read for `name`: `None` if it was not read, `Some(None)` if it has none.
+    fn token(&self, name: &str) -> Option<Option<u64>> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.tokens.get(i).copied()
+    }
+
+    /// The tokens read (each name that has one), then `more`: what a miss's lease keeps.
+    fn known(&self, more: Vec<(String, u64)>) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .names
+            .iter()
+            .zip(self.tokens)
+            .filter_map(|(n, t)| t.map(|t| (n.clone(), t)))
+            .collect();
+        out.extend(more);
+        out
     }
 }
 
