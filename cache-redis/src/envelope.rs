@@ -219,7 +219,8 @@ pub(crate) fn seal_as(
 /// The fresh-until time (unix ms) in the first bytes of a stored value, if it has one (what the
 /// layered backend reads to bound an L1 copy of an entry with a stale window).
 pub(crate) fn fresh_until(header: &[u8]) -> Option<u64> {
-    if header.len() < 3 || header[0] != MAGIC || header[1] != VERSION {
+    // both formats put the words (sliding, deadline, fresh) right after the flags
+    if header.len() < 3 || header[0] != MAGIC || !matches!(header[1], VERSION | VERSION_2) {
         return None;
     }
     let flags = header[2];
@@ -377,6 +378,10 @@ mod tests {
         assert_eq!(fresh_until(&plain), Some(42));
         assert_eq!(fresh_until(&seal(b"v", 1024, None, None, None)), None);
         assert_eq!(fresh_until(&tombstone(5)), None);
+        // format 2: the same words, before the dependency list
+        let deps = [("user:1".to_string(), 7u64)];
+        let v2 = seal_as(VERSION_2, b"v", 1024, Some(9), None, Some(43), &deps);
+        assert_eq!(fresh_until(&v2[..HEADER_MAX.min(v2.len())]), Some(43));
     }
 
     #[test]
