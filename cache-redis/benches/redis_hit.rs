@@ -6,9 +6,9 @@
 //!   runtime (`__private::FnCache`, what `#[cached]` expands to).
 //! * `redis_hit_throughput_64`: 64 concurrent tasks, raw `GET` on one multiplexed connection vs
 //!   the backend (one multiplexed connection too).
-//! * `redis_miss_with_deps`: a miss + fill with two dependencies; the round trips per miss are
-//!   counted with `MONITOR` (the commands clients sent; `INFO commandstats` also counts the
-//!   commands scripts run, such as the set script's `GET` of the generation) and printed.
+//! * `redis_miss_with_deps`: a miss + fill with two dependencies (on the default protocol); the
+//!   commands sent per miss are counted with `MONITOR` (what clients sent, a pipeline's
+//!   commands one by one; `INFO commandstats` also counts the commands scripts run) and printed.
 //!
 //! Run: `cargo bench -p cache-redis --bench redis_hit`
 
@@ -293,7 +293,10 @@ fn bench(c: &mut Criterion) {
         }
         monitor.take().await.len() as f64 / n as f64
     });
-    println!("redis_miss_with_deps: {per_miss:.2} round trips per miss + fill (2 dependencies)");
+    println!(
+        "redis_miss_with_deps (protocol {}): {per_miss:.2} commands sent per miss + fill (2 dependencies, undeclared; MONITOR counts commands, a pipeline's several in one round trip)",
+        backend.protocol()
+    );
     let mut g = c.benchmark_group("redis_miss_with_deps");
     g.measurement_time(Duration::from_secs(4));
     let counter = std::sync::atomic::AtomicU64::new(0);
