@@ -1171,11 +1171,6 @@ impl RedisBackend {
         self.inner.layout.item(text)
     }
 
-    /// What every entry key starts with (`PREFIX:{`).
-    pub(crate) fn entry_key_prefix(&self) -> &str {
-        self.inner.layout.entry_prefix()
-    }
-
     /// The key layout (names of entry and version keys).
     pub(crate) fn layout(&self) -> &crate::keys::Layout {
         &self.inner.layout

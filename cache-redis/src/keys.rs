@@ -66,6 +66,13 @@ impl Layout {
         format!("{}:v:{{", self.prefix)
     }
 
+    /// The name `N` of a version key `P:v:{N}` (protocol version 2), if `key` is one.
+    pub(crate) fn version_name<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":v:{")?
+            .strip_suffix('}')
+    }
+
     /// `P:{T}:lock`.
     pub(crate) fn lock(&self, text: &str) -> String {
         format!("{}{}}}:lock", self.item_start, text)
@@ -195,6 +202,9 @@ mod tests {
         assert_eq!(l.entry_text("app:{f(1)}"), Some("f(1)"));
         assert_eq!(l.entry_text("app:{f(1)}:deps"), None);
         assert_eq!(l.deps_list_text("app:{f(1)}:deps"), Some("f(1)"));
+        assert_eq!(l.version_name(&l.version("user:7")), Some("user:7"));
+        assert_eq!(l.version_name(&l.item("v:{x}")), None);
+        assert!(l.version("n").starts_with(&l.version_prefix()));
         assert_eq!(l.deps_list_text("app:{f(1)}:d"), Some("f(1)"));
         assert_eq!(forward_list_key("app:{f(1)}"), "app:{f(1)}:d");
         assert_eq!(l.dep_set_name("app:dep:{user:7}"), Some("user:7"));

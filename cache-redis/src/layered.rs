@@ -195,16 +195,11 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
             Coherence::PubSub(_) => TrackingMode::Off,
             Coherence::Tracking(mode) => *mode,
         };
-        // protocol 2 invalidates by bumping version keys: they are tracked (and broadcast) too
-        let versions = (self.l2.protocol() == 2).then(|| self.l2.layout().version_prefix());
-        let prefixes = std::iter::once(self.l2.entry_key_prefix().to_string())
-            .chain(versions.clone())
-            .collect();
         let tracker = Tracker::start(
             self.l2.client(),
             mode,
-            prefixes,
-            versions,
+            self.l2.layout(),
+            self.l2.protocol(),
             self.ping_interval,
             self.l2.op_timeout().max(Duration::from_millis(100)),
             l1.clone() as Arc<dyn LocalStore>,

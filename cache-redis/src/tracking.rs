@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use cache_core::CacheError;
 
 use crate::backend::parse_gen;
+use crate::keys::Layout;
 use crate::local_store::LocalStore;
 use crate::watch::{next_backoff, until_lost, MIN_BACKOFF};
 
@@ -80,9 +81,9 @@ struct Shared {
     mode: TrackingMode,
     /// The key prefixes broadcast in [`TrackingMode::Broadcast`].
     prefixes: Vec<String>,
-    /// `P:v:{` (protocol 2): a pushed version key `P:v:{N}` invalidates the L1 entries that
-    /// depend on `N`.
-    versions: Option<String>,
+    /// The key layout on protocol 2: a pushed version key `P:v:{N}` invalidates the L1 entries
+    /// that depend on `N`.
+    versions: Option<Layout>,
     ping_interval: Duration,
     timeout: Duration,
     store: Arc<dyn LocalStore>,
@@ -102,8 +103,8 @@ impl Shared {
     /// `P:v:{N}`, else the key itself (an entry key, the reference of its L1 copy).
     fn reference_of<'k>(&self, key: &'k str) -> &'k str {
         self.versions
-            .as_deref()
-            .and_then(|v| key.strip_prefix(v)?.strip_suffix('}'))
+            .as_ref()
+            .and_then(|l| l.version_name(key))
             .unwrap_or(key)
     }
 
@@ -160,14 +161,14 @@ impl std::fmt::Debug for Tracker {
 }
 
 impl Tracker {
-    /// Starts tracking for `store` through the server of `client`. `prefixes` are the key
-    /// prefixes broadcast in [`TrackingMode::Broadcast`]; `versions` the version-key prefix
-    /// `P:v:{` on protocol 2.
+    /// Starts tracking for `store` through the server of `client`, for the keys of `layout`
+    /// written with storage protocol `protocol` (on 2, version keys are tracked and broadcast
+    /// too).
     pub(crate) fn start(
         client: &Client,
         mode: TrackingMode,
-        prefixes: Vec<String>,
-        versions: Option<String>,
+        layout: &Layout,
+        protocol: u8,
         ping_interval: Duration,
         timeout: Duration,
         store: Arc<dyn LocalStore>,
@@ -176,6 +177,10 @@ impl Tracker {
             .ok_or_else(|| CacheError::backend("redis-tracking", "cannot start the runtime"))?;
         let client = crate::sync::resp3_client(client)
             .map_err(|e| CacheError::config("url", e.to_string()))?;
+        let versions = (protocol == 2).then(|| layout.clone());
+        let prefixes = std::iter::once(layout.entry_prefix().to_string())
+            .chain(versions.as_ref().map(Layout::version_prefix))
+            .collect();
         let shared = Arc::new(Shared {
             mode,
             prefixes,
