@@ -34,7 +34,6 @@ use cache_core::value::{Hit, SharedValue};
 use cache_core::{
     Backend, BackendStats, CacheError, EntryOptions, Fill, Key, Lease, Lookup, SetOutcome,
 };
-use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use crate::client::exec::{in_tokio, on_runtime};
@@ -276,7 +275,7 @@ impl Inner {
     /// Runs one Redis operation through the client (breaker, op timeout, classification).
     pub(crate) async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(crate::client::Connection) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
         self.client.run(op, f).await
@@ -949,55 +948,69 @@ impl Inner {
             }
             let pattern = format!("{}:*", this.layout.prefix);
             let epochs = format!("{}:epochs", this.layout.prefix);
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = this
-                    .run("clear", |mut con| {
-                        let pattern = &pattern;
-                        async move {
-                            redis::cmd("SCAN")
-                                .arg(cursor)
-                                .arg("MATCH")
-                                .arg(pattern)
-                                .arg("COUNT")
-                                .arg(1000)
-                                .query_async(&mut con)
-                                .await
-                        }
-                    })
-                    .await?;
-                let doomed: Vec<&String> = keys
-                    .iter()
-                    // the write-behind queues are not cache entries: queued writes survive a
-                    // clear (also the one after a server restart or failover)
-                    .filter(|k| {
-                        **k != this.layout.gen
-                            && **k != epochs
-                            && !this.layout.is_write_queue_key(k)
-                    })
-                    .collect();
-                if !doomed.is_empty() {
-                    this.run("clear", |mut con| async move {
-                        // one key per command: on a cluster the keys are in many slots
-                        let mut pipe = redis::pipe();
-                        for k in &doomed {
-                            pipe.cmd("UNLINK").arg(k).ignore();
-                        }
-                        pipe.query_async::<()>(&mut con).await
-                    })
-                    .await?;
-                }
-                if next == 0 {
-                    return Ok(());
-                }
-                cursor = next;
+            // every master of a cluster, one after the other
+            let targets = this
+                .run("clear", |mut con| async move { con.scan_targets().await })
+                .await?;
+            for target in &targets {
+                this.clear_on(target, &pattern, &epochs).await?;
             }
+            Ok(())
         }
         .await;
         r.map_err(|e| {
             self.counters.errors.incr();
             e.into()
         })
+    }
+
+    /// Unlinks the keys of the prefix a `SCAN` of `target` finds (write-behind queues and
+    /// protocol 1's generation keys stay).
+    async fn clear_on(
+        &self,
+        target: &crate::client::ScanTarget,
+        pattern: &str,
+        epochs: &str,
+    ) -> Result<(), RedisCacheError> {
+        let this = self;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<String>) = this
+                .run("clear", |mut con| {
+                    let scan = &scan;
+                    async move { con.query_on(target, scan).await }
+                })
+                .await?;
+            let doomed: Vec<&String> = keys
+                .iter()
+                // the write-behind queues are not cache entries: queued writes survive a
+                // clear (also the one after a server restart or failover)
+                .filter(|k| {
+                    **k != this.layout.gen && *k != epochs && !this.layout.is_write_queue_key(k)
+                })
+                .collect();
+            if !doomed.is_empty() {
+                this.run("clear", |mut con| async move {
+                    // one key per command: on a cluster the keys are in many slots
+                    let mut pipe = redis::pipe();
+                    for k in &doomed {
+                        pipe.cmd("UNLINK").arg(k).ignore();
+                    }
+                    pipe.query_async::<()>(&mut con).await
+                })
+                .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     pub(crate) fn stats(&self) -> RedisStats {
@@ -1169,6 +1182,24 @@ impl RedisBackend {
     /// ```
     pub fn entry_key(&self, text: &str) -> String {
         self.inner.layout.item(text)
+    }
+
+    /// Whether the backend runs on a Redis Cluster ([`RedisBackendBuilder::cluster_urls`]).
+    ///
+    /// ```
+    /// let b = cache_redis::RedisBackend::builder()
+    ///     .cluster_urls(["redis://127.0.0.1:7000"])
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(b.is_cluster());
+    /// ```
+    pub fn is_cluster(&self) -> bool {
+        self.inner.client.is_cluster()
+    }
+
+    /// The current connection (`None` while reconnecting).
+    pub(crate) fn connection(&self) -> Option<crate::client::Connection> {
+        self.inner.client.connection()
     }
 
     /// The key layout (names of entry and version keys).

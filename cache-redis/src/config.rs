@@ -43,6 +43,9 @@ pub const DEFAULT_VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
 #[must_use]
 pub struct RedisBackendBuilder {
     pub(crate) url: String,
+    /// Whether [`url`](Self::url) was called (it and `cluster_urls` exclude each other).
+    url_set: bool,
+    pub(crate) cluster_urls: Vec<String>,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) db: Option<i64>,
@@ -71,6 +74,8 @@ impl Default for RedisBackendBuilder {
     fn default() -> Self {
         RedisBackendBuilder {
             url: "redis://127.0.0.1:6379/".into(),
+            url_set: false,
+            cluster_urls: Vec::new(),
             username: None,
             password: None,
             db: None,
@@ -101,6 +106,14 @@ impl fmt::Debug for RedisBackendBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackendBuilder")
             .field("url", &redact_url(&self.url))
+            .field(
+                "cluster_urls",
+                &self
+                    .cluster_urls
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("db", &self.db)
@@ -169,7 +182,46 @@ impl RedisBackendBuilder {
     /// the `tls` feature) or `redis+unix:///path`. Default `redis://127.0.0.1:6379/`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self.url_set = true;
         self
+    }
+
+    /// Runs on a Redis Cluster reached through these seed nodes (`redis://` or `rediss://`
+    /// URLs, user and password as for one server; the client discovers the other nodes,
+    /// follows `MOVED`/`ASK` redirections and refreshes the slot map itself). Excludes
+    /// [`url`](Self::url). A cluster needs storage protocol 2 (the default) and database 0.
+    ///
+    /// ```
+    /// let b = cache_redis::RedisBackend::builder()
+    ///     .cluster_urls(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]);
+    /// assert!(b.validate().is_ok());
+    /// let both = cache_redis::RedisBackend::builder()
+    ///     .url("redis://127.0.0.1:6379")
+    ///     .cluster_urls(["redis://127.0.0.1:7000"]);
+    /// assert!(both.validate().unwrap_err().to_string().contains("cluster_urls"));
+    /// ```
+    pub fn cluster_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the backend runs on a Redis Cluster ([`cluster_urls`](Self::cluster_urls)).
+    pub(crate) fn is_cluster(&self) -> bool {
+        !self.cluster_urls.is_empty()
+    }
+
+    /// The URL logs name: the server's, or the seed nodes' (passwords redacted).
+    pub(crate) fn redacted_target(&self) -> String {
+        if self.is_cluster() {
+            let seeds: Vec<String> = self.cluster_urls.iter().map(|u| redact_url(u)).collect();
+            format!("cluster [{}]", seeds.join(", "))
+        } else {
+            redact_url(&self.url)
+        }
     }
 
     /// The ACL user name (overrides the URL's).
@@ -363,7 +415,8 @@ impl RedisBackendBuilder {
     ///
     /// | variable | option |
     /// |---|---|
-    /// | `REDIS_URL` (required) | [`url`](Self::url) |
+    /// | `REDIS_URL` (this or `REDIS_CLUSTER_URLS`) | [`url`](Self::url) |
+    /// | `REDIS_CLUSTER_URLS` | comma-separated seed node URLs: [`cluster_urls`](Self::cluster_urls) |
     /// | `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_DB` | [`username`](Self::username), [`password`](Self::password), [`db`](Self::db) |
     /// | `CACHE_REDIS_PREFIX` | [`prefix`](Self::prefix) |
     /// | `CACHE_REDIS_OP_TIMEOUT_MS`, `CACHE_REDIS_CONNECT_TIMEOUT_MS` | timeouts |
@@ -432,9 +485,36 @@ impl RedisBackendBuilder {
                 }),
             }
         }
-        let url =
-            get("REDIS_URL").ok_or_else(|| RedisCacheError::config("REDIS_URL", "is not set"))?;
-        let mut b = RedisBackendBuilder::default().url(url);
+        let mut b = match (get("REDIS_URL"), get("REDIS_CLUSTER_URLS")) {
+            (Some(_), Some(_)) => {
+                return Err(RedisCacheError::config(
+                    "REDIS_CLUSTER_URLS",
+                    "is set and so is REDIS_URL: set one (REDIS_URL for one server, REDIS_CLUSTER_URLS for a cluster)",
+                ))
+            }
+            (Some(url), None) => RedisBackendBuilder::default().url(url),
+            (None, Some(urls)) => {
+                let seeds: Vec<String> = urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+                    .collect();
+                if seeds.is_empty() {
+                    return Err(RedisCacheError::config(
+                        "REDIS_CLUSTER_URLS",
+                        "names no URL (comma-separated seed node URLs)",
+                    ));
+                }
+                RedisBackendBuilder::default().cluster_urls(seeds)
+            }
+            (None, None) => {
+                return Err(RedisCacheError::config(
+                    "REDIS_URL",
+                    "is not set (nor REDIS_CLUSTER_URLS, for a cluster)",
+                ))
+            }
+        };
         if let Some(u) = get("REDIS_USERNAME") {
             b = b.username(u);
         }
@@ -559,6 +639,9 @@ impl RedisBackendBuilder {
             &TlsNames::BUILDER
         })?;
         crate::client::connect::require_tls_url(&self.tls, &info, name("url", "REDIS_URL"))?;
+        if self.is_cluster() {
+            self.validate_cluster(name("cluster_urls", "REDIS_CLUSTER_URLS"), env)?;
+        }
         if !matches!(self.protocol, 1 | 2) {
             return Err(RedisCacheError::config(
                 name("protocol", "CACHE_REDIS_PROTOCOL"),
@@ -573,9 +656,72 @@ impl RedisBackendBuilder {
         Ok(())
     }
 
-    /// The redis-rs connection info: the URL with the user, password and db overrides.
+    /// What a cluster needs beyond one server's options.
+    fn validate_cluster(&self, field: &'static str, env: bool) -> Result<(), RedisCacheError> {
+        if self.url_set {
+            return Err(RedisCacheError::config(
+                field,
+                "is set and so is url: set one (url for one server, cluster_urls for a cluster)",
+            ));
+        }
+        for url in &self.cluster_urls {
+            let info = self.connection_info_of(url).map_err(|e| match e {
+                RedisCacheError::Config { reason, .. } => RedisCacheError::config(field, reason),
+                other => other,
+            })?;
+            if info.redis_settings().db() != 0 {
+                return Err(RedisCacheError::config(
+                    if env { "REDIS_DB" } else { "db" },
+                    "a Redis Cluster has database 0 only",
+                ));
+            }
+        }
+        if self.protocol != 2 {
+            return Err(RedisCacheError::config(
+                if env { "CACHE_REDIS_PROTOCOL" } else { "protocol" },
+                "a Redis Cluster needs storage protocol 2 (protocol 1's scripts touch keys of several hash slots)",
+            ));
+        }
+        if self.tls.is_set() {
+            return Err(RedisCacheError::config(
+                field,
+                "custom TLS certificates are not supported on a cluster yet (rediss:// with the system's roots is)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The redis-rs client of the cluster, when the backend runs on one.
+    pub(crate) fn cluster_client(
+        &self,
+    ) -> Result<Option<redis::cluster::ClusterClient>, RedisCacheError> {
+        if !self.is_cluster() {
+            return Ok(None);
+        }
+        let infos = self
+            .cluster_urls
+            .iter()
+            .map(|u| self.connection_info_of(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        redis::cluster::ClusterClient::builder(infos)
+            .connection_timeout(self.connect_timeout)
+            .build()
+            .map(Some)
+            .map_err(|e| RedisCacheError::config("cluster_urls", e.to_string()))
+    }
+
+    /// The redis-rs connection info: the URL (a cluster's first seed node) with the user,
+    /// password and db overrides.
     pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, RedisCacheError> {
-        let url = self.url.trim();
+        match self.cluster_urls.first() {
+            Some(seed) => self.connection_info_of(seed),
+            None => self.connection_info_of(&self.url),
+        }
+    }
+
+    /// [`Self::connection_info`] of `url`.
+    fn connection_info_of(&self, url: &str) -> Result<redis::ConnectionInfo, RedisCacheError> {
+        let url = url.trim();
         let scheme = url.split("://").next().unwrap_or("");
         match scheme {
             "redis" | "redis+unix" | "unix" => {}

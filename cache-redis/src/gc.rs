@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 
-use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
 use crate::client::RedisClient;
@@ -63,7 +62,7 @@ impl Gc {
 
     async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(crate::client::Connection) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
         self.client.run(op, f).await

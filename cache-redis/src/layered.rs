@@ -188,6 +188,12 @@ impl<S: LocalStore> LayeredBackendBuilder<S> {
         if self.sweep_interval.is_zero() {
             return Err(CacheError::config("sweep_interval", "must be positive"));
         }
+        if self.l2.is_cluster() && matches!(self.coherence, Coherence::Tracking(_)) {
+            return Err(CacheError::config(
+                "coherence",
+                "client tracking on a Redis Cluster needs a tracking connection per master, which is not supported: use Coherence::PubSub",
+            ));
+        }
         self.l1.init()?;
         let l1 = Arc::new(self.l1);
         spawn_sweeper(Arc::downgrade(&l1), self.sweep_interval)?;
@@ -242,7 +248,9 @@ impl LayeredBackend<MemoryBackend> {
 struct FillPlan {
     lease: Lease,
     redis_key: String,
-    con: Option<redis::aio::MultiplexedConnection>,
+    /// Where the pre-read goes: the tracking connection; on a cluster (pub/sub coherence, no
+    /// tracking) the backend's own connection, which routes by slot.
+    con: Option<crate::client::Connection>,
 }
 
 /// Protocol 2: what the L1 copy of an L2 hit needs once the entry is read.
@@ -334,7 +342,11 @@ impl<S: LocalStore> LayeredBackend<S> {
         FillPlan {
             lease: self.l1.lease(),
             redis_key: self.l2.entry_key(key.text()),
-            con: self.tracker.connection(),
+            con: if self.l2.is_cluster() {
+                self.l2.connection()
+            } else {
+                self.tracker.connection()
+            },
         }
     }
 

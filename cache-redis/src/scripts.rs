@@ -51,7 +51,7 @@ script_alone!(v2_get, "v2_get.lua");
 /// Runs `pipe`; if the server does not know one of its scripts (`NOSCRIPT`: a restart, a
 /// failover, `SCRIPT FLUSH`), loads `scripts` and runs it again.
 pub(crate) async fn query_pipeline<T: redis::FromRedisValue>(
-    con: &mut redis::aio::MultiplexedConnection,
+    con: &mut crate::client::Connection,
     pipe: &redis::Pipeline,
     scripts: &[&Script],
 ) -> redis::RedisResult<T> {

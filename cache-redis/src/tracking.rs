@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use cache_core::CacheError;
 
 use crate::backend::parse_gen;
+use crate::client::Connection;
 use crate::keys::Layout;
 use crate::local_store::LocalStore;
 use crate::watch::{next_backoff, until_lost, MIN_BACKOFF};
@@ -219,11 +220,11 @@ impl Tracker {
     }
 
     /// The tracking connection, when it is up.
-    pub(crate) fn connection(&self) -> Option<MultiplexedConnection> {
+    pub(crate) fn connection(&self) -> Option<Connection> {
         if !self.is_connected() {
             return None;
         }
-        self.shared.con.lock().clone()
+        self.shared.con.lock().clone().map(Connection::Single)
     }
 
     /// A snapshot of the counters.
@@ -246,7 +247,7 @@ impl Tracker {
     /// a stale window (an L1 copy is never served stale). `None` when the connection is down or
     /// the commands failed.
     pub(crate) async fn pre_read(
-        con: Option<MultiplexedConnection>,
+        con: Option<Connection>,
         key: String,
     ) -> Option<(i64, Vec<String>)> {
         let mut con = con?;
@@ -276,7 +277,7 @@ impl Tracker {
     /// entry is read, so that Redis tracks them for this node from then on. `None` when the
     /// connection is down or the commands failed.
     pub(crate) async fn pre_read_versions(
-        con: Option<MultiplexedConnection>,
+        con: Option<Connection>,
         key: String,
         versions: Vec<String>,
     ) -> Option<(i64, Vec<Option<u64>>)> {
@@ -306,7 +307,7 @@ impl Tracker {
     /// tracks them for this node from then on). `None` when the connection is down or the
     /// command failed.
     pub(crate) async fn read_versions(
-        con: Option<MultiplexedConnection>,
+        con: Option<Connection>,
         versions: Vec<String>,
     ) -> Option<Vec<Option<u64>>> {
         let mut con = con?;

@@ -89,6 +89,10 @@ pub(crate) const LEASE_HORIZON: Duration = Duration::from_secs(600);
 pub(crate) const BUMPED_MIN_TTL_MS: u64 = 660_000;
 const _: () = assert!(BUMPED_MIN_TTL_MS > LEASE_HORIZON.as_secs() * 1000);
 
+/// The clock skew between a cluster's masters a fill's lease allows for (µs): a lease's time
+/// comes from one master's clock, a bump's stamp from another's.
+pub(crate) const CLOCK_SKEW_US: u64 = 1_000_000;
+
 /// Leases kept before old ones are dropped.
 const LEASES_KEPT: usize = 100_000;
 
@@ -625,7 +629,7 @@ impl Inner {
                 }
                 if leased
                     .as_ref()
-                    .is_some_and(|l| is_bump(tok) && stamp(tok) > l.time_us)
+                    .is_some_and(|l| is_bump(tok) && stamp(tok) > self.lease_bound(l))
                 {
                     return Ok(Filled::Rejected);
                 }
@@ -646,7 +650,7 @@ impl Inner {
         }
         self.note_ttl(&expiry);
         let lease_arg = match &leased {
-            Some(l) => l.time_us.to_string(),
+            Some(l) => self.lease_bound(l).to_string(),
             None => "u".to_string(),
         };
         let lock_token = if self.lock_ttl.is_some() {
@@ -708,6 +712,18 @@ impl Inner {
         } else {
             Filled::Rejected
         })
+    }
+
+    /// The newest bump stamp a fill under `leased` accepts: the lease's server time; on a
+    /// cluster, [`CLOCK_SKEW_US`] earlier, since the lease and a bump may be stamped by two
+    /// masters' clocks (a bump within that margin before the lease rejects the fill needlessly,
+    /// never the reverse).
+    fn lease_bound(&self, leased: &Leased) -> u64 {
+        if self.client.is_cluster() {
+            leased.time_us.saturating_sub(CLOCK_SKEW_US)
+        } else {
+            leased.time_us
+        }
     }
 
     /// Invalidates `names` (dependencies, or entries' key texts with `entries`): one pipelined

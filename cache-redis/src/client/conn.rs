@@ -1,6 +1,7 @@
-//! The backend's multiplexed connection.
+//! The backend's connection.
 //!
-//! [`Conn`] holds the current multiplexed connection, driven by the background executor
+//! [`Conn`] holds the current connection (one server's multiplexed connection, or a cluster
+//! connection: [`Connection`]), driven by the background executor
 //! ([`super::exec`]) so it never dies with a caller's runtime. When a command reports a dropped or
 //! broken connection, the connection is discarded and a reconnect loop (with backoff, on the
 //! background executor) makes a new one; meanwhile operations fail fast (fail-open).
@@ -12,13 +13,18 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use tokio::runtime::Handle;
+
+use super::connection::Connection;
 use tokio::sync::Notify;
 
 /// The current connection and the reconnect loop.
 pub(crate) struct Conn {
+    /// One server's client; on a cluster, the first seed node's (for pub/sub connections).
     client: redis::Client,
+    /// The cluster's client, when the backend runs on a Redis Cluster.
+    cluster: Option<redis::cluster::ClusterClient>,
     config: redis::AsyncConnectionConfig,
-    current: ArcSwapOption<MultiplexedConnection>,
+    current: ArcSwapOption<Connection>,
     connecting: AtomicBool,
     connected: Notify,
     connects: AtomicU64,
@@ -38,6 +44,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(
         client: redis::Client,
+        cluster: Option<redis::cluster::ClusterClient>,
         connect_timeout: Duration,
         handle: Handle,
         redacted_url: String,
@@ -47,6 +54,7 @@ impl Conn {
             .set_response_timeout(None);
         Arc::new(Conn {
             client,
+            cluster,
             config,
             current: ArcSwapOption::empty(),
             connecting: AtomicBool::new(false),
@@ -69,7 +77,7 @@ impl Conn {
 
     /// The current connection; `None` (and a reconnect under way) when there is none.
     #[inline]
-    pub(crate) fn get(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+    pub(crate) fn get(self: &Arc<Self>) -> Option<Connection> {
         let guard = self.current.load();
         match guard.as_deref() {
             Some(c) => Some(c.clone()),
@@ -194,13 +202,24 @@ impl Conn {
             let mut delay = Duration::from_millis(10);
             loop {
                 let Some(conn) = this.upgrade() else { return };
-                let attempt = conn
-                    .client
-                    .get_multiplexed_async_connection_with_config(&conn.config)
-                    .await;
+                let attempt = match &conn.cluster {
+                    Some(cluster) => cluster
+                        .get_async_connection()
+                        .await
+                        .map(Connection::Cluster),
+                    None => conn
+                        .client
+                        .get_multiplexed_async_connection_with_config(&conn.config)
+                        .await
+                        .map(Connection::Single),
+                };
                 match attempt {
-                    Ok(mut c) => {
-                        conn.check_server(&mut c).await;
+                    Ok(c) => {
+                        // a cluster's nodes each have their run: their restarts are not
+                        // detected this way (yet)
+                        if let Connection::Single(mut single) = c.clone() {
+                            conn.check_server(&mut single).await;
+                        }
                         *conn.last_error.lock() = None;
                         conn.current.store(Some(Arc::new(c)));
                         conn.connects.fetch_add(1, Ordering::Relaxed);

@@ -7,19 +7,20 @@
 mod breaker;
 mod conn;
 pub(crate) mod connect;
+mod connection;
 pub(crate) mod exec;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 
-use crate::config::{redact_url, RedisBackendBuilder};
+use crate::config::RedisBackendBuilder;
 use crate::error::{classify, RedisCacheError};
 use breaker::Breaker;
 use conn::Conn;
+pub(crate) use connection::{Connection, ScanTarget};
 use exec::Shutdown;
 
 /// One Redis server as the cache sees it: a connection that remakes itself, a breaker, a
@@ -30,6 +31,7 @@ pub(crate) struct RedisClient {
     op_timeout: Duration,
     redacted_url: String,
     db: i64,
+    cluster: bool,
     // Last: dropping it ends the background tasks spawned through the client.
     tasks: Shutdown,
 }
@@ -38,13 +40,15 @@ impl RedisClient {
     /// Opens the client of `b` (no I/O: the first connection is made in the background).
     pub(crate) fn new(b: &RedisBackendBuilder) -> Result<Arc<Self>, RedisCacheError> {
         let client = b.client()?;
+        let cluster = b.cluster_client()?;
         let db = client.get_connection_info().redis_settings().db();
         let tasks = Shutdown::new().ok_or_else(|| {
             RedisCacheError::Runtime("the background thread could not be started".into())
         })?;
-        let redacted_url = redact_url(&b.url);
+        let redacted_url = b.redacted_target();
         let conn = Conn::new(
             client,
+            cluster,
             b.connect_timeout,
             tasks.handle().clone(),
             redacted_url.clone(),
@@ -56,6 +60,7 @@ impl RedisClient {
             op_timeout: b.op_timeout,
             redacted_url,
             db,
+            cluster: b.is_cluster(),
             tasks,
         }))
     }
@@ -63,7 +68,7 @@ impl RedisClient {
     /// Runs one Redis operation: breaker, connection, op timeout, error classification.
     pub(crate) async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, RedisCacheError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         self.breaker.allow()?;
@@ -102,7 +107,7 @@ impl RedisClient {
     /// Sends a command nobody waits for (a sliding refresh, a lock release) on the current
     /// connection, from the executor; dropped while disconnected (no breaker, no timeout: its
     /// failure costs nothing but what it would have done).
-    pub(crate) fn detach<Fut>(&self, op: &'static str, f: impl FnOnce(MultiplexedConnection) -> Fut)
+    pub(crate) fn detach<Fut>(&self, op: &'static str, f: impl FnOnce(Connection) -> Fut)
     where
         Fut: Future<Output = RedisResult<()>> + Send + 'static,
     {
@@ -183,6 +188,16 @@ impl RedisClient {
     /// The redis-rs client every connection derives from (TLS applied).
     pub(crate) fn redis(&self) -> &redis::Client {
         self.conn.client()
+    }
+
+    /// The current connection (`None`, and a reconnect under way, while there is none).
+    pub(crate) fn connection(&self) -> Option<Connection> {
+        self.conn.get()
+    }
+
+    /// Whether this client runs on a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     pub(crate) fn db(&self) -> i64 {
