@@ -6,11 +6,14 @@
 //! cargo run --example multi_node                          # starts its own redis-server
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo run --example multi_node
 //! cargo run --example multi_node -- --coherence pubsub    # or tracking; default: both, in turn
+//! REDIS_CLUSTER_URLS=redis://127.0.0.1:7000,redis://127.0.0.1:7001 cargo run --example multi_node
 //! ```
 //!
-//! Redis: `REDIS_URL` if set (keys under a prefix unique to the run, deleted at the end), else a
-//! `redis-server` (from `REDIS_SERVER` or `PATH`) started on a free loopback port and stopped at
-//! the end. Without either the example says so and exits with status 1.
+//! Redis: `REDIS_URL` if set, or `REDIS_CLUSTER_URLS` (seed nodes of a Redis Cluster; pub/sub
+//! coherence only: client tracking is refused on a cluster) (keys under a prefix unique to the
+//! run, deleted at the end), else a `redis-server` (from `REDIS_SERVER` or `PATH`) started on a
+//! free loopback port and stopped at the end. Without either the example says so and exits
+//! with status 1.
 //!
 //! What it does, for each coherence mode (`tracking`: RESP3 client tracking, Redis pushes the
 //! invalidation of the entry key; `pubsub`: the writing node publishes it on a channel):
@@ -39,6 +42,64 @@ use std::time::{Duration, Instant};
 use cache_core::{cached, invalidates, registry, Backend};
 use cache_redis::{Coherence, LayeredBackend, RedisBackend, SyncOptions, TrackingMode};
 
+/// Where the nodes' Redis is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// One server's URL.
+    Server(String),
+    /// A Redis Cluster's comma-separated seed node URLs.
+    Cluster(String),
+}
+
+impl Target {
+    /// The seed URLs (one for a server).
+    fn urls(&self) -> Vec<&str> {
+        match self {
+            Target::Server(url) => vec![url.as_str()],
+            Target::Cluster(urls) => urls.split(',').map(str::trim).collect(),
+        }
+    }
+
+    /// A plain connection for the example's own data (the "database").
+    fn connection(&self) -> Result<Box<dyn redis::ConnectionLike + Send>, String> {
+        match self {
+            Target::Server(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                let con = client
+                    .get_connection_with_timeout(DEADLINE)
+                    .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                Ok(Box::new(con))
+            }
+            Target::Cluster(_) => {
+                let client = redis::cluster::ClusterClient::builder(self.urls())
+                    .connection_timeout(DEADLINE)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let con = client
+                    .get_connection()
+                    .map_err(|e| format!("cannot connect to the cluster: {e}"))?;
+                Ok(Box::new(con))
+            }
+        }
+    }
+
+    /// The cache's L2 builder.
+    fn builder(&self) -> cache_redis::RedisBackendBuilder {
+        match self {
+            Target::Server(url) => RedisBackend::builder().url(url.as_str()),
+            Target::Cluster(_) => RedisBackend::builder().cluster_urls(self.urls()),
+        }
+    }
+
+    /// The node's command-line arguments naming it.
+    fn args(&self) -> [&str; 2] {
+        match self {
+            Target::Server(url) => ["--redis", url],
+            Target::Cluster(urls) => ["--cluster", urls],
+        }
+    }
+}
+
 /// Deadline of every wait: node start, one command's reply, propagation, exit.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 /// The name user 1 gets.
@@ -58,8 +119,12 @@ fn main() -> ExitCode {
         None => vec!["tracking", "pubsub"],
     };
     let mut _server = None;
-    let url = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
+    let cluster = std::env::var("REDIS_CLUSTER_URLS")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let target = match std::env::var("REDIS_URL") {
+        _ if cluster.is_some() => Target::Cluster(cluster.unwrap_or_default()),
+        Ok(url) if !url.is_empty() => Target::Server(url),
         _ => {
             let Some(bin) = find_redis_server() else {
                 eprintln!(
@@ -74,7 +139,7 @@ fn main() -> ExitCode {
                     let url = s.url();
                     println!("started {} on {url}", bin.display());
                     _server = Some(s);
-                    url
+                    Target::Server(url)
                 }
                 Err(e) => {
                     eprintln!("could not start {}: {e}", bin.display());
@@ -90,8 +155,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let modes = match target {
+        // client tracking is refused on a cluster
+        Target::Cluster(_) => modes.into_iter().filter(|m| *m == "pubsub").collect(),
+        Target::Server(_) => modes,
+    };
     for mode in modes {
-        if let Err(e) = run_demo(&url, &exe, mode) {
+        if let Err(e) = run_demo_on(&target, &exe, mode) {
             eprintln!("error ({mode}): {e}");
             return ExitCode::FAILURE;
         }
@@ -137,9 +207,16 @@ struct Node {
 }
 
 impl Node {
-    fn start(exe: &Path, name: &str, url: &str, prefix: &str, mode: &str) -> Result<Node, String> {
+    fn start(
+        exe: &Path,
+        name: &str,
+        target: &Target,
+        prefix: &str,
+        mode: &str,
+    ) -> Result<Node, String> {
         let mut child = Command::new(exe)
-            .args(["--node", name, "--redis", url, "--prefix", prefix])
+            .args(["--node", name, "--prefix", prefix])
+            .args(target.args())
             .args(["--coherence", mode])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -233,44 +310,57 @@ impl Drop for Node {
 
 /// Runs the whole flow on the Redis at `url`, with nodes started from `exe`; prints as it goes.
 pub fn run_demo(url: &str, exe: &Path, mode: &str) -> Result<Outcome, String> {
+    run_demo_on(&Target::Server(url.to_string()), exe, mode)
+}
+
+/// [`run_demo`] on `target` (one server or a cluster).
+pub fn run_demo_on(target: &Target, exe: &Path, mode: &str) -> Result<Outcome, String> {
     let prefix = format!("multi-node-{}-{mode}", std::process::id());
-    let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
-    let mut con = client
-        .get_connection_with_timeout(DEADLINE)
-        .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+    let mut con = target.connection()?;
     let users = format!("{prefix}:users");
     redis::cmd("HSET")
         .arg(&users)
         .arg(1)
         .arg("Ada")
-        .query::<()>(&mut con)
+        .query::<()>(&mut *con)
         .map_err(|e| e.to_string())?;
 
-    let result = drive(exe, url, &prefix, mode);
+    let result = drive(exe, target, &prefix, mode);
 
-    // clean up: the source of truth and every key of this run's cache
-    let mut keys: Vec<String> = vec![users];
-    if let Ok(iter) = redis::cmd("SCAN")
-        .cursor_arg(0)
-        .arg("MATCH")
-        .arg(format!("{prefix}:*"))
-        .arg("COUNT")
-        .arg(1000)
-        .clone()
-        .iter::<String>(&mut con)
-    {
-        keys.extend(iter.filter_map(Result::ok).take(10_000));
+    // clean up: the source of truth and every key of this run's cache (on each node of a
+    // cluster; a replica refuses the deletes, its master does them)
+    let _ = redis::cmd("DEL").arg(&users).query::<()>(&mut *con);
+    for url in target.urls() {
+        let Ok(mut node) =
+            redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(DEADLINE))
+        else {
+            continue;
+        };
+        let mut keys: Vec<String> = Vec::new();
+        if let Ok(iter) = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter::<String>(&mut node)
+        {
+            keys.extend(iter.filter_map(Result::ok).take(10_000));
+        }
+        for k in keys {
+            let _ = redis::cmd("DEL").arg(k).query::<()>(&mut node);
+        }
     }
-    let _ = redis::cmd("DEL").arg(&keys).query::<()>(&mut con);
     result
 }
 
-fn drive(exe: &Path, url: &str, prefix: &str, mode: &str) -> Result<Outcome, String> {
+fn drive(exe: &Path, target: &Target, prefix: &str, mode: &str) -> Result<Outcome, String> {
     println!("\n== coherence: {mode} ==");
     let started = Instant::now();
     let mut nodes = Vec::new();
     for name in ["A", "B", "C"] {
-        nodes.push(Node::start(exe, name, url, prefix, mode)?);
+        nodes.push(Node::start(exe, name, target, prefix, mode)?);
     }
     println!(
         "nodes A, B, C started and coherent in {:.0?}",
@@ -345,15 +435,18 @@ fn drive(exe: &Path, url: &str, prefix: &str, mode: &str) -> Result<Outcome, Str
 
 /// Reads of the source of truth by this node.
 static DB_READS: AtomicU64 = AtomicU64::new(0);
+/// A connection the example's own data goes through.
+type DbConnection = Box<dyn redis::ConnectionLike + Send>;
+
 /// The source of truth: a connection to Redis and the hash holding the users.
-static DB: OnceLock<(Mutex<redis::Connection>, String)> = OnceLock::new();
+static DB: OnceLock<(Mutex<DbConnection>, String)> = OnceLock::new();
 
 fn db<T>(
-    f: impl FnOnce(&mut redis::Connection, &str) -> redis::RedisResult<T>,
+    f: impl FnOnce(&mut dyn redis::ConnectionLike, &str) -> redis::RedisResult<T>,
 ) -> Result<T, String> {
     let (con, users) = DB.get().ok_or("database not set up")?;
     let mut con = con.lock().map_err(|e| e.to_string())?;
-    f(&mut con, users).map_err(|e| e.to_string())
+    f(&mut **con, users).map_err(|e| e.to_string())
 }
 
 /// A user's name, read from the source of truth on a miss; cached for 5 minutes.
@@ -371,8 +464,8 @@ fn rename_user(id: u64, name: &str) -> Result<(), String> {
     db(|con, users| redis::cmd("HSET").arg(users).arg(id).arg(name).query(con))
 }
 
-/// `--node NAME --redis URL --prefix PREFIX --coherence tracking|pubsub`: serves commands on
-/// stdin until `quit` or end of input.
+/// `--node NAME --redis URL|--cluster URLS --prefix PREFIX --coherence tracking|pubsub`:
+/// serves commands on stdin until `quit` or end of input.
 pub fn node_main(args: &[String]) -> ExitCode {
     match node(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -385,18 +478,20 @@ pub fn node_main(args: &[String]) -> ExitCode {
 
 fn node(args: &[String]) -> Result<(), String> {
     let need = |name| flag(args, name).ok_or(format!("{name} is required"));
-    let (name, url, prefix) = (need("--node")?, need("--redis")?, need("--prefix")?);
+    let (name, prefix) = (need("--node")?, need("--prefix")?);
+    let target = match (flag(args, "--redis"), flag(args, "--cluster")) {
+        (Some(url), None) => Target::Server(url.to_string()),
+        (None, Some(urls)) => Target::Cluster(urls.to_string()),
+        _ => return Err("one of --redis and --cluster is required".into()),
+    };
     let coherence = match flag(args, "--coherence").unwrap_or("tracking") {
         "pubsub" => Coherence::PubSub(SyncOptions::new(format!("{prefix}:sync"))),
         _ => Coherence::Tracking(TrackingMode::Default),
     };
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let con = client
-        .get_connection_with_timeout(DEADLINE)
-        .map_err(|e| e.to_string())?;
+    let con = target.connection()?;
     let _ = DB.set((Mutex::new(con), format!("{prefix}:users")));
-    let l2 = RedisBackend::builder()
-        .url(url)
+    let l2 = target
+        .builder()
         .prefix(prefix)
         .gc(false)
         .connect_blocking()

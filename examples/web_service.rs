@@ -18,7 +18,8 @@
 //! Environment: `PORT` (default 3000, `0` picks a free one), `DATABASE_URL`
 //! (`postgres://user@host/db` or `sqlite://file.db?mode=rwc`; default SQLite in memory),
 //! `REDIS_URL` (local caches kept in sync over Redis pub/sub, the team directory stored in
-//! Redis; default memory cache), `QUERY_DELAY_MS` (a simulated network delay per query).
+//! Redis; default memory cache) or `REDIS_CLUSTER_URLS` (the same on a Redis Cluster:
+//! comma-separated seed node URLs), `QUERY_DELAY_MS` (a simulated network delay per query).
 //!
 //! A bounded load run (starts the service on a free port, 2,000 GETs over one keep-alive
 //! connection with the cache on and off, prints p50/p99):

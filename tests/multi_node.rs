@@ -2,7 +2,7 @@
 //! (this test binary started again with `--node NAME`) with layered caches over one
 //! `redis-server` started by test-support; user 1 is read on every node, renamed through node
 //! A, and nodes B and C must return the new name within the example's deadline (5 s). Once with
-//! RESP3 tracking, once with pub/sub coherence.
+//! RESP3 tracking, once with pub/sub coherence, then with pub/sub on a 3-master Redis Cluster.
 //!
 //! `harness = false` (see the root `Cargo.toml`): the binary is its own node program. Without
 //! `redis-server` the test is skipped with a loud message, and fails when `CI=true`.
@@ -48,6 +48,27 @@ fn main() -> ExitCode {
         nodes.sort_unstable();
         assert_eq!(nodes, ["B", "C"], "{mode}: both other nodes saw the rename");
     }
+    drop(server);
+    // the same on a Redis Cluster (3 masters), with pub/sub coherence (tracking is refused there)
+    let cluster =
+        test_support::cluster::RedisCluster::start(&bin, 3, 0).expect("the cluster forms");
+    let target = multi_node::Target::Cluster(cluster.urls().join(","));
+    let outcome = multi_node::run_demo_on(&target, &exe, "pubsub")
+        .unwrap_or_else(|e| panic!("multi-node flow on a cluster: {e}"));
+    let mut nodes: Vec<&str> = outcome
+        .propagation
+        .iter()
+        .map(|(node, took, _)| {
+            assert!(*took < multi_node::DEADLINE, "{node}: {took:?}");
+            node.as_str()
+        })
+        .collect();
+    nodes.sort_unstable();
+    assert_eq!(
+        nodes,
+        ["B", "C"],
+        "cluster: both other nodes saw the rename"
+    );
     println!("test multi_node ... ok");
     ExitCode::SUCCESS
 }

@@ -281,6 +281,43 @@ async fn web_service_with_redis() {
     s.stop();
 }
 
+/// The same service on a Redis Cluster (`REDIS_CLUSTER_URLS`): three masters the test
+/// creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_service_with_a_redis_cluster() {
+    let Some(bin) = test_support::require_redis_server() else {
+        return;
+    };
+    let _one = SERIAL.lock().await;
+    let mut cluster =
+        test_support::cluster::RedisCluster::start(&bin, 3, 0).expect("the cluster forms");
+    let s = Running::start(app::Config {
+        redis_cluster_urls: Some(cluster.urls().join(",")),
+        node_name: "test-cluster".into(),
+        ..app::Config::default()
+    })
+    .await;
+    let stats = s.get_ok("/stats").await;
+    assert_eq!(stats["cache"], "memory+sync / redis", "{stats}");
+    assert_eq!(stats["sync"]["subscribed"], true, "{stats}");
+    exercise(&s).await;
+    // the directory (profile `shared`) was stored on one of the masters
+    let found: usize = cluster
+        .nodes_mut()
+        .iter_mut()
+        .map(|n| {
+            let mut con = n.connection().unwrap();
+            redis::cmd("KEYS")
+                .arg("web-example:{*directory()}")
+                .query::<Vec<String>>(&mut con)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(found, 1, "the directory entry is in the cluster");
+    s.stop();
+}
+
 // ------------------------------------------------------------------------------------------
 // PostgreSQL: nodes starting together on one empty database
 // ------------------------------------------------------------------------------------------

@@ -828,36 +828,46 @@ impl Inner {
         }
     }
 
-    /// Queues a failed invalidation for as long as an entry it could remove may live.
-    fn queue_retry(&self, kind: InvalidationKind, names: Vec<String>) {
+    /// Queues a failed invalidation for as long as an entry it could remove may live; the
+    /// receiver hears when it is applied.
+    fn queue_retry(
+        &self,
+        kind: InvalidationKind,
+        names: Vec<String>,
+    ) -> tokio::sync::oneshot::Receiver<()> {
         let ttl = self.max_ttl_ms.load(Ordering::Relaxed);
         let horizon = if ttl == u64::MAX {
             self.retry_limit
         } else {
             Duration::from_millis(ttl).min(self.retry_limit)
         };
-        self.retry.push(kind, names, horizon);
+        self.retry.push(kind, names, horizon)
     }
 
-    /// Runs an invalidation now (in order behind queued ones); on an outage, queues it.
+    /// Runs an invalidation now, or in order behind queued ones (waiting at most the op
+    /// timeout for the queue to apply it); on an outage, queues it.
     pub(crate) async fn invalidate(
         self: Arc<Self>,
         kind: InvalidationKind,
         names: Vec<String>,
     ) -> Result<(), CacheError> {
         if self.retry.pending() > 0 {
-            self.queue_retry(kind, names);
-            return Err(CacheError::backend(
-                "redis",
-                "earlier invalidations are still pending; this one is queued behind them",
-            ));
+            let applied = self.queue_retry(kind, names);
+            // the queue drains in order: once it has applied this one, the call succeeded
+            return match tokio::time::timeout(self.client.op_timeout(), applied).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(CacheError::backend(
+                    "redis",
+                    "earlier invalidations are still pending; this one is queued behind them",
+                )),
+            };
         }
         match self.apply_invalidation(kind, &names).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.counters.errors.incr();
                 tracing::warn!(error = %e, ?names, "invalidation failed; queued for retry");
-                self.queue_retry(kind, names);
+                drop(self.queue_retry(kind, names));
                 Err(e.into())
             }
         }

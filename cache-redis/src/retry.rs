@@ -44,6 +44,8 @@ struct Pending {
     kind: InvalidationKind,
     names: Vec<String>,
     deadline: Instant,
+    /// Told when the invalidation is applied (dropped unsent when it is given up).
+    applied: tokio::sync::oneshot::Sender<()>,
 }
 
 struct Queue {
@@ -74,15 +76,24 @@ impl RetryQueue {
         self.queue.pending.lock().len()
     }
 
-    /// Queues an invalidation to retry for at most `horizon`.
-    pub(crate) fn push(&self, kind: InvalidationKind, names: Vec<String>, horizon: Duration) {
+    /// Queues an invalidation to retry for at most `horizon`; the receiver hears when it is
+    /// applied (an error when it is given up).
+    pub(crate) fn push(
+        &self,
+        kind: InvalidationKind,
+        names: Vec<String>,
+        horizon: Duration,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (applied, heard) = tokio::sync::oneshot::channel();
         self.queue.counters.queued.incr();
         self.queue.pending.lock().push_back(Pending {
             kind,
             names,
             deadline: Instant::now() + horizon,
+            applied,
         });
         self.queue.wake.notify_one();
+        heard
     }
 }
 
@@ -116,12 +127,15 @@ async fn run(weak: Weak<Queue>, apply: Apply) {
         match apply(kind, names.clone()).await {
             None => return,
             Some(Ok(())) => {
-                inner.pending.lock().pop_front();
+                if let Some(done) = inner.pending.lock().pop_front() {
+                    let _ = done.applied.send(());
+                }
                 inner.counters.retried.incr();
                 tracing::info!(?names, "queued invalidation applied");
                 delay = Duration::from_millis(20);
             }
-            Some(Err(_)) => {
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, ?names, "queued invalidation still failing; retrying");
                 drop(inner);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(500));

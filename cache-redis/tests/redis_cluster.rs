@@ -7,12 +7,16 @@
 //!   outer entry on master C that called it, are all dropped by one invalidation from the other
 //!   node; a fill that began before that invalidation is rejected;
 //! * `clear` reaches every master;
-//! * two layered nodes (pub/sub coherence) keep their L1 coherent; tracking is refused.
+//! * two layered nodes (pub/sub coherence) keep their L1 coherent; tracking is refused;
+//! * under load from both instances, a manual `CLUSTER FAILOVER` and the migration of the slots
+//!   of a live entry and of its dependency's version key (`CLUSTER SETSLOT` + `MIGRATE`): every
+//!   invalidation is acknowledged and no read that starts after an acknowledged invalidation
+//!   returns the value from before it.
 
 #[path = "redis_common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +26,15 @@ use test_support::cluster::RedisCluster;
 use test_support::require_redis_server;
 
 fn backend(urls: &[String]) -> Arc<RedisBackend> {
+    backend_with(urls, Duration::from_secs(2))
+}
+
+fn backend_with(urls: &[String], op_timeout: Duration) -> Arc<RedisBackend> {
     Arc::new(
         RedisBackend::builder()
             .cluster_urls(urls.to_vec())
             .prefix("c")
-            .op_timeout(Duration::from_secs(2))
+            .op_timeout(op_timeout)
             .connect_blocking()
             .expect("connects to the cluster"),
     )
@@ -222,4 +230,222 @@ async fn the_backend_runs_on_a_three_master_cluster() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(matches!(lb.get(&k).await.unwrap(), Lookup::Miss(_)));
+}
+
+const KEYS: u64 = 16;
+static DB: [AtomicU64; KEYS as usize] = [const { AtomicU64::new(0) }; KEYS as usize];
+/// 0: before the failover, 1: during it, 2: after it, 3: during the slot migration, 4: after.
+static PHASE: AtomicUsize = AtomicUsize::new(0);
+static ACKED: [AtomicU64; KEYS as usize] = [const { AtomicU64::new(0) }; KEYS as usize];
+
+#[cached(ttl = "10m", depends_on = ["price:{id}"])]
+async fn price(id: u64) -> u64 {
+    DB[id as usize].load(Ordering::SeqCst)
+}
+
+fn node_id(con: &mut redis::Connection) -> String {
+    redis::cmd("CLUSTER").arg("MYID").query(con).unwrap()
+}
+
+fn role(con: &mut redis::Connection) -> String {
+    let r: Vec<redis::Value> = redis::cmd("ROLE").query(con).unwrap();
+    match &r[0] {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Moves `slot` from master `from` to master `to` (`CLUSTER SETSLOT` + `MIGRATE`, as
+/// `redis-cli --cluster reshard` does), telling every master the new owner.
+fn migrate_slot(cluster: &mut RedisCluster, slot: i64, from: u16, to: u16) {
+    let nodes = cluster.nodes_mut();
+    let idx = |p: u16| nodes.iter().position(|n| n.port() == p).unwrap();
+    let (fi, ti) = (idx(from), idx(to));
+    let mut src = nodes[fi].connection().unwrap();
+    let mut dst = nodes[ti].connection().unwrap();
+    let (src_id, dst_id) = (node_id(&mut src), node_id(&mut dst));
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&src_id)
+        .query(&mut dst)
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&dst_id)
+        .query(&mut src)
+        .unwrap();
+    for _ in 0..10_000 {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut src)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let _: redis::Value = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut src)
+            .unwrap();
+    }
+    for n in nodes.iter_mut() {
+        let mut con = n.connection().unwrap();
+        if role(&mut con) == "master" {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&dst_id)
+                .query(&mut con)
+                .unwrap();
+        }
+    }
+}
+
+/// Under load from two backend instances, a manual failover and a slot migration of live
+/// entries: every invalidation is acknowledged, and no read that starts after an acknowledged
+/// invalidation returns the value from before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_and_slot_migration_under_load_serve_nothing_stale() {
+    let Some(bin) = require_redis_server() else {
+        return;
+    };
+    let mut cluster = RedisCluster::start(&bin, 3, 1).expect("the cluster forms");
+    let urls = cluster.urls();
+    // an operation waits out a failover (its master pauses writes until the replica has caught
+    // up, then the client follows the MOVED replies): a longer op timeout than the default
+    let a = backend_with(&urls, Duration::from_secs(10));
+    let b = backend_with(&urls, Duration::from_secs(10));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stale = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    // each node reads its own half of the keys: the two "nodes" share this process, and a
+    // call joins an in-process flight of its key that started before an invalidation another
+    // node made (as a second call on one node would): that is single flight, not staleness
+    for (half, reader) in [a.clone(), b.clone()].into_iter().enumerate() {
+        let (stop, stale, reads) = (stop.clone(), stale.clone(), reads.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let id = (i * 2 + half as u64) % KEYS;
+                i += 1;
+                let floor = ACKED[id as usize].load(Ordering::SeqCst);
+                let v = registry::with_backend(reader.clone(), price(id)).await;
+                reads.fetch_add(1, Ordering::SeqCst);
+                if v < floor {
+                    stale.fetch_add(1, Ordering::SeqCst);
+                    eprintln!(
+                        "stale read: price({id}) = {v} after invalidation {floor} was acknowledged (phase {})",
+                        PHASE.load(Ordering::SeqCst)
+                    );
+                }
+            }
+        }));
+    }
+    let writer = {
+        let (stop, b) = (stop.clone(), b.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (0u64, Vec::new());
+            let mut slowest = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let id = i % KEYS;
+                i += 1;
+                let v = DB[id as usize].fetch_add(1, Ordering::SeqCst) + 1;
+                let t = Instant::now();
+                let r = b.invalidate(&format!("price:{id}")).await;
+                slowest = slowest.max(t.elapsed());
+                match r {
+                    Ok(()) => {
+                        ACKED[id as usize].fetch_max(v, Ordering::SeqCst);
+                        acked += 1;
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (acked, failed, slowest)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // a manual failover: a replica takes over its master's slots
+    let replica = cluster
+        .nodes_mut()
+        .iter_mut()
+        .position(|n| role(&mut n.connection().unwrap()) == "slave")
+        .expect("a replica");
+    let mut con = cluster.nodes_mut()[replica].connection().unwrap();
+    PHASE.store(1, Ordering::SeqCst);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut con)
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while role(&mut con) != "master" {
+        assert!(Instant::now() < end, "the replica never took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    PHASE.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // a slot migration of live entries: price(0)'s entry and its version key
+    let (_, ranges_now) = topology(&mut cluster);
+    let masters: Vec<u16> = {
+        let mut m: Vec<u16> = ranges_now.iter().map(|r| r.2).collect();
+        m.dedup();
+        m.sort();
+        m.dedup();
+        m
+    };
+    for key in [
+        "c:{redis_cluster::price(0)}".to_string(),
+        "c:v:{price:0}".to_string(),
+    ] {
+        let from = master_of(&mut cluster, &ranges_now, &key);
+        let to = *masters.iter().find(|m| **m != from).unwrap();
+        let mut c0 = cluster.nodes_mut()[0].connection().unwrap();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query(&mut c0)
+            .unwrap();
+        PHASE.store(3, Ordering::SeqCst);
+        migrate_slot(&mut cluster, slot, from, to);
+    }
+    PHASE.store(4, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (acked, failed, slowest) = writer.await.unwrap();
+    println!(
+        "failover + migration under load: {} reads, {acked} invalidations acknowledged (slowest {slowest:?}), {} failed ({:?}); backend errors A {} B {}",
+        reads.load(Ordering::SeqCst),
+        failed.len(),
+        failed.first(),
+        a.stats().errors,
+        b.stats().errors
+    );
+    assert!(acked > 100 && reads.load(Ordering::SeqCst) > 100);
+    assert_eq!(
+        stale.load(Ordering::SeqCst),
+        0,
+        "a read returned a value older than an acknowledged invalidation"
+    );
+    assert!(failed.is_empty(), "invalidations failed: {failed:?}");
 }

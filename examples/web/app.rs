@@ -40,6 +40,9 @@ pub struct Config {
     /// `redis://...`: local caches kept in sync over Redis, the `shared` profile in Redis.
     /// `None`: the memory backend.
     pub redis_url: Option<String>,
+    /// Comma-separated seed node URLs of a Redis Cluster (in place of `redis_url`): the same
+    /// setup on the cluster.
+    pub redis_cluster_urls: Option<String>,
     /// Added to every database query, to stand for a database across a network.
     pub query_delay: Duration,
     /// A name for logs and `/stats` (e.g. `node-2`).
@@ -47,7 +50,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// `DATABASE_URL`, `REDIS_URL`, `QUERY_DELAY_MS` and `NODE_NAME` from the environment
+    /// `DATABASE_URL`, `REDIS_URL` or `REDIS_CLUSTER_URLS`, `QUERY_DELAY_MS` and `NODE_NAME`
+    /// from the environment
     /// (empty values count as unset).
     pub fn from_env() -> Result<Config, AppError> {
         let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
@@ -62,6 +66,7 @@ impl Config {
         Ok(Config {
             database_url: var("DATABASE_URL"),
             redis_url: var("REDIS_URL"),
+            redis_cluster_urls: var("REDIS_CLUSTER_URLS"),
             query_delay,
             node_name: var("NODE_NAME").unwrap_or_else(|| "web".into()),
         })
@@ -471,7 +476,7 @@ pub struct Caches {
 
 /// Installs the cache backends globally (a process runs one service).
 pub async fn install_caches(config: &Config) -> Result<Caches, AppError> {
-    let Some(url) = &config.redis_url else {
+    if config.redis_url.is_none() && config.redis_cluster_urls.is_none() {
         let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         registry::configure()
             .default_backend(memory.clone())
@@ -488,7 +493,8 @@ pub async fn install_caches(config: &Config) -> Result<Caches, AppError> {
     let cache_err = |e: &dyn std::fmt::Display| AppError::Cache(e.to_string());
     // the L2: entries every node reads (the `shared` profile); CACHE_REDIS_* variables apply
     let mut builder = cache_redis::RedisBackendBuilder::from_vars(|name| match name {
-        "REDIS_URL" => Some(url.clone()),
+        "REDIS_URL" => config.redis_url.clone(),
+        "REDIS_CLUSTER_URLS" => config.redis_cluster_urls.clone(),
         other => std::env::var(other).ok(),
     })
     .map_err(|e| cache_err(&e))?;
