@@ -7,10 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_core::{Backend, Key, Lookup};
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
+
+/// A raw redis-rs connection the backend is compared with (one server's multiplexed
+/// connection, or a cluster connection).
+pub trait Raw: ConnectionLike + Clone + Send + Sync + 'static {}
+impl<T: ConnectionLike + Clone + Send + Sync + 'static> Raw for T {}
 
 /// One raw `GET` of `key` (must exist).
-pub async fn raw_get(con: &mut MultiplexedConnection, key: &str) {
+pub async fn raw_get<C: Raw>(con: &mut C, key: &str) {
     let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
     assert!(v.is_some(), "the raw key exists");
 }
@@ -25,8 +30,8 @@ pub async fn backend_hit(backend: &dyn Backend, key: &Key, declared: &[String]) 
 }
 
 /// Medians of `n` raw `GET`s and `n` backend hits, alternated one by one.
-pub async fn latency(
-    raw: &MultiplexedConnection,
+pub async fn latency<C: Raw>(
+    raw: &C,
     raw_key: &str,
     backend: &dyn Backend,
     key: &Key,
@@ -51,8 +56,8 @@ pub async fn latency(
 /// Throughput (operations per second) of `tasks` concurrent tasks doing `per_task` raw `GET`s,
 /// then the same with backend hits of a key and its declared dependencies, alternated `bursts`
 /// times.
-pub async fn throughput(
-    raw: &MultiplexedConnection,
+pub async fn throughput<C: Raw>(
+    raw: &C,
     raw_key: &str,
     backend: &Arc<dyn Backend>,
     (key, declared): &(Key, Arc<[String]>),
