@@ -831,6 +831,61 @@ impl RedisBackendBuilder {
 mod tests {
     use super::*;
 
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn field(e: RedisCacheError) -> String {
+        match e {
+            RedisCacheError::Config { field, .. } => field.to_string(),
+            other => panic!("not a config error: {other}"),
+        }
+    }
+
+    #[test]
+    fn cluster_configuration_errors_name_the_option() {
+        let ok = RedisBackendBuilder::from_vars(vars(&[(
+            "REDIS_CLUSTER_URLS",
+            "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+        )]))
+        .unwrap();
+        assert_eq!(ok.cluster_urls.len(), 2);
+        assert!(ok.cluster_client().unwrap().is_some());
+        let both = RedisBackendBuilder::from_vars(vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000"),
+        ]));
+        assert_eq!(field(both.unwrap_err()), "REDIS_CLUSTER_URLS");
+        let bad = RedisBackendBuilder::from_vars(vars(&[(
+            "REDIS_CLUSTER_URLS",
+            "redis://127.0.0.1:7000,http://x",
+        )]));
+        assert_eq!(field(bad.unwrap_err()), "REDIS_CLUSTER_URLS");
+        let empty = RedisBackendBuilder::from_vars(vars(&[("REDIS_CLUSTER_URLS", " , ")]));
+        assert_eq!(field(empty.unwrap_err()), "REDIS_CLUSTER_URLS");
+        let none = RedisBackendBuilder::from_vars(vars(&[]));
+        assert_eq!(field(none.unwrap_err()), "REDIS_URL");
+        let p1 = RedisBackendBuilder::from_vars(vars(&[
+            ("REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000"),
+            ("CACHE_REDIS_PROTOCOL", "1"),
+        ]));
+        assert_eq!(field(p1.unwrap_err()), "CACHE_REDIS_PROTOCOL");
+        let db = RedisBackendBuilder::default()
+            .cluster_urls(["redis://127.0.0.1:7000/2"])
+            .validate();
+        assert_eq!(field(db.unwrap_err()), "db");
+        let url_too = RedisBackendBuilder::default()
+            .url("redis://127.0.0.1:6379")
+            .cluster_urls(["redis://127.0.0.1:7000"])
+            .validate();
+        assert_eq!(field(url_too.unwrap_err()), "cluster_urls");
+    }
+
     #[test]
     fn redaction() {
         assert_eq!(redact_url("redis://:pw@h/"), "redis://:***@h/");
