@@ -161,7 +161,7 @@ fn main() -> ExitCode {
         Target::Server(_) => modes,
     };
     for mode in modes {
-        if let Err(e) = run_demo_on(&target, &exe, mode) {
+        if let Err(e) = run_demo(&target, &exe, mode) {
             eprintln!("error ({mode}): {e}");
             return ExitCode::FAILURE;
         }
@@ -308,13 +308,9 @@ impl Drop for Node {
     }
 }
 
-/// Runs the whole flow on the Redis at `url`, with nodes started from `exe`; prints as it goes.
-pub fn run_demo(url: &str, exe: &Path, mode: &str) -> Result<Outcome, String> {
-    run_demo_on(&Target::Server(url.to_string()), exe, mode)
-}
-
-/// [`run_demo`] on `target` (one server or a cluster).
-pub fn run_demo_on(target: &Target, exe: &Path, mode: &str) -> Result<Outcome, String> {
+/// Runs the whole flow on `target` (one server or a cluster), with nodes started from `exe`;
+/// prints as it goes.
+pub fn run_demo(target: &Target, exe: &Path, mode: &str) -> Result<Outcome, String> {
     let prefix = format!("multi-node-{}-{mode}", std::process::id());
     let mut con = target.connection()?;
     let users = format!("{prefix}:users");

@@ -66,6 +66,17 @@ fn topology(cluster: &mut RedisCluster) -> (Vec<u16>, Vec<(i64, i64, u16)>) {
     (masters, ranges)
 }
 
+/// The keys matching `pattern` on the node listening on `port`.
+fn keys_on(cluster: &mut RedisCluster, port: u16, pattern: &str) -> Vec<String> {
+    let node = cluster
+        .nodes_mut()
+        .iter_mut()
+        .find(|n| n.port() == port)
+        .expect("a node on that port");
+    let mut con = node.connection().unwrap();
+    redis::cmd("KEYS").arg(pattern).query(&mut con).unwrap()
+}
+
 fn master_of(cluster: &mut RedisCluster, ranges: &[(i64, i64, u16)], key: &str) -> u16 {
     let mut con = cluster.nodes_mut()[0].connection().unwrap();
     let slot: i64 = redis::cmd("CLUSTER")
@@ -115,13 +126,7 @@ async fn the_backend_runs_on_a_three_master_cluster() {
         registry::with_backend(a.clone(), stock(1000 + i)).await;
     }
     for port in &masters {
-        let node = cluster
-            .nodes_mut()
-            .iter_mut()
-            .find(|n| n.port() == *port)
-            .unwrap();
-        let mut con = node.connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("c:{*").query(&mut con).unwrap();
+        let keys = keys_on(&mut cluster, *port, "c:{*");
         assert!(!keys.is_empty(), "master {port} holds entries");
     }
 
@@ -183,13 +188,7 @@ async fn the_backend_runs_on_a_three_master_cluster() {
     // clear reaches every master
     a.clear().await.unwrap();
     for port in &masters {
-        let node = cluster
-            .nodes_mut()
-            .iter_mut()
-            .find(|n| n.port() == *port)
-            .unwrap();
-        let mut con = node.connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("c:*").query(&mut con).unwrap();
+        let keys = keys_on(&mut cluster, *port, "c:*");
         assert!(keys.is_empty(), "master {port} still holds {keys:?}");
     }
 
