@@ -356,6 +356,11 @@ impl RedisServer {
         }
     }
 
+    /// The process id, while it runs (to stop and continue it: `kill -STOP`, `kill -CONT`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -17,6 +17,9 @@ use tokio::runtime::Handle;
 use super::connection::Connection;
 use tokio::sync::Notify;
 
+/// How often the masters of a cluster are checked for a new run ([`Conn`]'s watch).
+pub(crate) const MASTER_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
 /// The current connection and the reconnect loop.
 pub(crate) struct Conn {
     /// One server's client; on a cluster, the first seed node's (for pub/sub connections).
@@ -37,6 +40,8 @@ pub(crate) struct Conn {
     /// failover: the data may be older than what the caches saw).
     run_id: parking_lot::Mutex<Option<String>>,
     server_changes: AtomicU64,
+    /// Whether the watch of a cluster's masters runs.
+    watching: AtomicBool,
     /// Called (before the connection is used) when a connection reaches another server run.
     on_server_change: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -67,6 +72,7 @@ impl Conn {
             connect_timeout,
             run_id: parking_lot::Mutex::new(None),
             server_changes: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
             on_server_change: std::sync::OnceLock::new(),
         })
     }
@@ -128,12 +134,49 @@ impl Conn {
         };
         let previous = self.run_id.lock().replace(run_id.clone());
         if previous.is_some_and(|p| p != run_id) {
-            self.server_changes.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(url = %self.redacted_url, "Redis restarted or failed over (new run_id): entries written before are no longer trusted");
-            if let Some(hook) = self.on_server_change.get() {
-                hook();
-            }
+            self.server_changed();
         }
+    }
+
+    /// A server run the caches did not see before serves data: count it, run the hook.
+    fn server_changed(&self) {
+        self.server_changes.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(url = %self.redacted_url, "Redis restarted or failed over (new run_id): entries written before are no longer trusted");
+        if let Some(hook) = self.on_server_change.get() {
+            hook();
+        }
+    }
+
+    /// On a cluster: every [`MASTER_WATCH_INTERVAL`], the `run_id` of every master; one never
+    /// seen as a master before (a replica promoted by a failover, a master restarted) may hold
+    /// older data than the caches saw (an automatic failover after a crash can lose the last
+    /// writes, an invalidation among them), so it counts as a server change. Slot moves between
+    /// known masters do not. Starts once; ends with the connection holder.
+    fn watch_masters(self: &Arc<Self>) {
+        if self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.handle.spawn(async move {
+            let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
+            loop {
+                let Some(conn) = weak.upgrade() else { return };
+                let current = conn.current.load().as_deref().cloned();
+                if let Some(mut con) = current {
+                    let limit = conn.config_timeout();
+                    if let Ok(Ok(ids)) = tokio::time::timeout(limit, con.master_run_ids()).await {
+                        let first = known.is_empty();
+                        let new = ids.iter().any(|id| !known.contains(id));
+                        known.extend(ids);
+                        if new && !first {
+                            conn.server_changed();
+                        }
+                    }
+                }
+                drop(conn);
+                tokio::time::sleep(MASTER_WATCH_INTERVAL).await;
+            }
+        });
     }
 
     /// Connection attempts that failed (refused, TLS handshake, authentication, timeout).
@@ -215,10 +258,10 @@ impl Conn {
                 };
                 match attempt {
                     Ok(c) => {
-                        // a cluster's nodes each have their run: their restarts are not
-                        // detected this way (yet)
-                        if let Connection::Single(mut single) = c.clone() {
-                            conn.check_server(&mut single).await;
+                        // a cluster's masters are watched one by one (`watch_masters`)
+                        match c.clone() {
+                            Connection::Single(mut single) => conn.check_server(&mut single).await,
+                            Connection::Cluster(_) => conn.watch_masters(),
                         }
                         *conn.last_error.lock() = None;
                         conn.current.store(Some(Arc::new(c)));

@@ -102,6 +102,20 @@ impl Connection {
         Ok(masters)
     }
 
+    /// The `run_id` of every master of a cluster (`INFO server` of each, routed by address).
+    pub(crate) async fn master_run_ids(&mut self) -> redis::RedisResult<Vec<String>> {
+        let mut ids = Vec::new();
+        for target in self.scan_targets().await? {
+            let info: String = self
+                .query_on(&target, redis::cmd("INFO").arg("server"))
+                .await?;
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("run_id:")) {
+                ids.push(id.trim().to_string());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Runs `cmd` on `target` (from [`Self::scan_targets`]).
     pub(crate) async fn query_on<T: redis::FromRedisValue>(
         &mut self,
