@@ -1284,7 +1284,8 @@ impl RedisBackend {
     }
 
     /// The redis-rs client (same URL, credentials and db), for extra connections such as
-    /// pub/sub.
+    /// pub/sub. On a cluster, the first seed node's: a classic `PUBLISH` on any node reaches
+    /// the subscribers of every node.
     pub fn client(&self) -> &redis::Client {
         self.inner.client.redis()
     }

@@ -7,7 +7,8 @@
 //!   outer entry on master C that called it, are all dropped by one invalidation from the other
 //!   node; a fill that began before that invalidation is rejected;
 //! * `clear` reaches every master;
-//! * two layered nodes (pub/sub coherence) keep their L1 coherent; tracking is refused;
+//! * two layered nodes (pub/sub coherence) keep their L1 coherent; tracking is refused; three
+//!   synced nodes drop an entry another node invalidated;
 //! * under load from both instances, a manual `CLUSTER FAILOVER` and the migration of the slots
 //!   of a live entry and of its dependency's version key (`CLUSTER SETSLOT` + `MIGRATE`): every
 //!   invalidation is acknowledged and no read that starts after an acknowledged invalidation
@@ -229,6 +230,41 @@ async fn the_backend_runs_on_a_three_master_cluster() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(matches!(lb.get(&k).await.unwrap(), Lookup::Miss(_)));
+
+    // three synced nodes (local memory caches, invalidations over the cluster's pub/sub)
+    let synced: Vec<_> = (0..3)
+        .map(|_| {
+            let n = cache_redis::with_redis_sync(
+                cache_core::MemoryBackend::new(),
+                a.client().clone(),
+                "c:synced",
+            )
+            .unwrap();
+            assert!(n.synchronizer().wait_subscribed(Duration::from_secs(10)));
+            n
+        })
+        .collect();
+    let k = Key::from_text("redis_cluster::synced(1)");
+    let opts = EntryOptions::new().depends_on("synced-dep");
+    // each node's local copy (written locally, without publishing)
+    for n in &synced {
+        n.local()
+            .set(
+                &k,
+                value::share(1u64),
+                &opts,
+                cache_core::Lease::UNCONDITIONAL,
+            )
+            .await
+            .unwrap();
+        assert!(n.local().contains(k.text()));
+    }
+    synced[0].invalidate("synced-dep").await.unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while synced.iter().any(|n| n.local().contains(k.text())) {
+        assert!(Instant::now() < end, "every synced node drops the entry");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 const KEYS: u64 = 16;
