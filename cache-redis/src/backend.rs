@@ -445,10 +445,11 @@ impl Inner {
     }
 
     /// Reads several entries: [`Self::get_many`] on protocol 1; on protocol 2, one lookup per
-    /// key, concurrently (they share the connection's pipeline).
+    /// key (each declaring `declared`), concurrently (they share the connection's pipeline).
     async fn get_many_any(
         self: Arc<Self>,
         texts: Vec<Arc<str>>,
+        declared: Vec<String>,
     ) -> Result<Vec<crate::versioned::Answer>, CacheError> {
         if self.protocol == 1 {
             let found = self.get_many(texts).await?;
@@ -463,7 +464,7 @@ impl Inner {
         futures_util::future::join_all(
             texts
                 .into_iter()
-                .map(|t| self.clone().v2_get(t, Vec::new())),
+                .map(|t| self.clone().v2_get(t, declared.clone())),
         )
         .await
         .into_iter()
@@ -1241,22 +1242,28 @@ impl RedisBackend {
         }
     }
 
-    /// Protocol 2: [`Self::lookup_listed`] of several entries (concurrent lookups).
+    /// Protocol 2: [`Self::lookup_listed`] of several entries, each declaring `declared`
+    /// (concurrent lookups).
     pub(crate) async fn lookup_listed_many(
         &self,
         keys: &[Key],
+        declared: &[String],
     ) -> Result<Vec<crate::versioned::Answer>, CacheError> {
         let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
-        on_runtime(self.inner.clone().get_many_any(texts)).await
+        on_runtime(self.inner.clone().get_many_any(texts, declared.to_vec())).await
     }
 
     /// [`Self::lookup_listed_many`], blocking.
     pub(crate) fn lookup_listed_many_blocking(
         &self,
         keys: &[Key],
+        declared: &[String],
     ) -> Result<Vec<crate::versioned::Answer>, CacheError> {
         let texts = keys.iter().map(|k| k.text_arc().clone()).collect();
-        self.block("get_many", self.inner.clone().get_many_any(texts))
+        self.block(
+            "get_many",
+            self.inner.clone().get_many_any(texts, declared.to_vec()),
+        )
     }
 
     /// [`Self::lookup_listed`], blocking.
@@ -1473,13 +1480,13 @@ impl Backend for RedisBackend {
 
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
         Box::pin(async move {
-            let answers = self.lookup_listed_many(keys).await?;
+            let answers = self.lookup_listed_many(keys, &[]).await?;
             Ok(answers.into_iter().map(hand_up).collect())
         })
     }
 
     fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
-        let answers = self.lookup_listed_many_blocking(keys)?;
+        let answers = self.lookup_listed_many_blocking(keys, &[])?;
         Ok(answers.into_iter().map(hand_up).collect())
     }
 

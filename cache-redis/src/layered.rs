@@ -509,37 +509,17 @@ impl<S: LocalStore> LayeredBackend<S> {
             .put_with_reference(key, value, &options, &plan.redis_key, plan.lease);
     }
 
-    /// Protocol 2's lookup: L1, else L2 (entry and versions), copied into L1 when coherent.
-    /// Inside a fill (a nested cached call) it reads L2 only: the enclosing entry must list
-    /// what this one depends on, which the L2 read hands up.
+    /// Protocol 2's lookup: L1, else L2 (entry and versions), copied into L1 when coherent
+    /// ([`Self::get_many_listed`] of one key). Inside a fill (a nested cached call) it reads L2
+    /// only: the enclosing entry must list what this one depends on, which the L2 read hands up.
     async fn get_listed(&self, key: &Key, declared: &[String]) -> Result<Lookup, CacheError> {
         if cache_core::context::is_collecting() {
             return self.l2.get_declared(key, declared).await;
         }
-        if let Some(hit) = self.l1_probe(key) {
-            return Ok(Lookup::Hit(hit));
-        }
-        let plan = self.plan(key);
-        let read = self.l2.lookup_names(key, declared);
-        let versions = self.tracked_versions(&read);
-        let pre =
-            Tracker::pre_read_versions(plan.con.clone(), plan.redis_key.clone(), versions).await;
-        let answer = self.l2.lookup_listed(key, declared).await?;
-        let Lookup::Hit(hit) = answer.lookup else {
-            return Ok(answer.lookup);
-        };
-        let value = local_value(hit);
-        if let Some(fill) = self.listed_fill(pre, &read, answer.deps) {
-            let read = if fill.confirm.is_empty() {
-                None
-            } else {
-                Tracker::read_versions(plan.con.clone(), fill.confirm.clone()).await
-            };
-            if confirmed(&fill, read) {
-                self.put_listed(key, &plan, fill, value.clone());
-            }
-        }
-        Ok(Lookup::Hit(Hit::Local(value)))
+        only(
+            self.get_many_listed(std::slice::from_ref(key), declared)
+                .await?,
+        )
     }
 
     /// [`Self::get_listed`], blocking.
@@ -547,43 +527,17 @@ impl<S: LocalStore> LayeredBackend<S> {
         if cache_core::context::is_collecting() {
             return self.l2.get_declared_blocking(key, declared);
         }
-        if let Some(hit) = self.l1_probe(key) {
-            return Ok(Lookup::Hit(hit));
-        }
-        let plan = self.plan(key);
-        let read = self.l2.lookup_names(key, declared);
-        let versions = self.tracked_versions(&read);
-        let timeout = self.l2.op_timeout();
-        let pre = crate::client::exec::block(
-            Tracker::pre_read_versions(plan.con.clone(), plan.redis_key.clone(), versions),
-            timeout,
-        )
-        .flatten();
-        let answer = self.l2.lookup_listed_blocking(key, declared)?;
-        let Lookup::Hit(hit) = answer.lookup else {
-            return Ok(answer.lookup);
-        };
-        let value = local_value(hit);
-        if let Some(fill) = self.listed_fill(pre, &read, answer.deps) {
-            let read = if fill.confirm.is_empty() {
-                None
-            } else {
-                crate::client::exec::block(
-                    Tracker::read_versions(plan.con.clone(), fill.confirm.clone()),
-                    timeout,
-                )
-                .flatten()
-            };
-            if confirmed(&fill, read) {
-                self.put_listed(key, &plan, fill, value.clone());
-            }
-        }
-        Ok(Lookup::Hit(Hit::Local(value)))
+        only(self.get_many_listed_blocking(std::slice::from_ref(key), declared)?)
     }
 
     /// Protocol 2's batch lookup, first step: the L1 hits, and for each L1 miss its index, fill
-    /// plan and the names whose versions its tracking pre-read reads.
-    fn batch_misses(&self, keys: &[Key]) -> (Vec<Option<Lookup>>, Vec<BatchMiss>) {
+    /// plan and the names whose versions its tracking pre-read reads (each key's lookup
+    /// declaring `declared`).
+    fn batch_misses(
+        &self,
+        keys: &[Key],
+        declared: &[String],
+    ) -> (Vec<Option<Lookup>>, Vec<BatchMiss>) {
         let found: Vec<Option<Lookup>> = keys
             .iter()
             .map(|k| self.l1_probe(k).map(Lookup::Hit))
@@ -593,7 +547,7 @@ impl<S: LocalStore> LayeredBackend<S> {
             .map(|i| BatchMiss {
                 index: i,
                 plan: self.plan(&keys[i]),
-                read: self.l2.lookup_names(&keys[i], &[]),
+                read: self.l2.lookup_names(&keys[i], declared),
             })
             .collect();
         (found, misses)
@@ -669,20 +623,26 @@ impl<S: LocalStore> LayeredBackend<S> {
         }
     }
 
-    /// Protocol 2's batch lookup: L1 hits; the L1 misses' tracking pre-reads, their L2
-    /// lookups, and L1 copies of the hits, as [`Self::get_listed`] does for one key. Inside a
-    /// fill, L2 only.
-    async fn get_many_listed(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    /// Protocol 2's batch lookup (each key's lookup declaring `declared`): L1 hits; the L1
+    /// misses' tracking pre-reads (before the L2 read: in default tracking mode Redis then
+    /// tracks the entry and its declared versions from before it is read), their L2 lookups,
+    /// and L1 copies of the hits whose listed versions are confirmed ([`Self::listed_fill`]).
+    /// Inside a fill, L2 only.
+    async fn get_many_listed(
+        &self,
+        keys: &[Key],
+        declared: &[String],
+    ) -> Result<Vec<Lookup>, CacheError> {
         if cache_core::context::is_collecting() {
             return self.l2.get_many(keys).await;
         }
-        let (found, misses) = self.batch_misses(keys);
+        let (found, misses) = self.batch_misses(keys, declared);
         if misses.is_empty() {
             return answered(found);
         }
         let pres = self.batch_pre_reads(&misses).await;
         let l2_keys: Vec<Key> = misses.iter().map(|m| keys[m.index].clone()).collect();
-        let answers = self.l2.lookup_listed_many(&l2_keys).await?;
+        let answers = self.l2.lookup_listed_many(&l2_keys, declared).await?;
         let (out, pending) = self.batch_answers(keys, found, misses, pres, answers)?;
         let reads = Self::confirm_reads(&pending).await;
         self.put_copies(pending, reads);
@@ -690,11 +650,15 @@ impl<S: LocalStore> LayeredBackend<S> {
     }
 
     /// [`Self::get_many_listed`], blocking.
-    fn get_many_listed_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
+    fn get_many_listed_blocking(
+        &self,
+        keys: &[Key],
+        declared: &[String],
+    ) -> Result<Vec<Lookup>, CacheError> {
         if cache_core::context::is_collecting() {
             return self.l2.get_many_blocking(keys);
         }
-        let (found, misses) = self.batch_misses(keys);
+        let (found, misses) = self.batch_misses(keys, declared);
         if misses.is_empty() {
             return answered(found);
         }
@@ -702,7 +666,7 @@ impl<S: LocalStore> LayeredBackend<S> {
         let pres = crate::client::exec::block(self.batch_pre_reads(&misses), timeout)
             .unwrap_or_else(|| misses.iter().map(|_| None).collect());
         let l2_keys: Vec<Key> = misses.iter().map(|m| keys[m.index].clone()).collect();
-        let answers = self.l2.lookup_listed_many_blocking(&l2_keys)?;
+        let answers = self.l2.lookup_listed_many_blocking(&l2_keys, declared)?;
         let (out, pending) = self.batch_answers(keys, found, misses, pres, answers)?;
         let reads = crate::client::exec::block(Self::confirm_reads(&pending), timeout)
             .unwrap_or_else(|| pending.iter().map(|_| None).collect());
@@ -744,6 +708,13 @@ fn local_value(hit: Hit) -> SharedValue {
         Hit::Local(v) => v,
         Hit::Bytes(b) => Arc::new(Encoded(b)),
     }
+}
+
+/// The answer of a batch of one key.
+fn only(mut answers: Vec<Lookup>) -> Result<Lookup, CacheError> {
+    answers
+        .pop()
+        .ok_or_else(|| CacheError::backend("redis-layered", "a lookup went unanswered"))
 }
 
 /// A batch's answers, every key answered.
@@ -881,7 +852,7 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
     fn get_many<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Lookup>, CacheError>> {
         Box::pin(async move {
             if self.l2.protocol() == 2 {
-                return self.get_many_listed(keys).await;
+                return self.get_many_listed(keys, &[]).await;
             }
             let (found, missing) = self.l1_many(keys);
             if missing.is_empty() {
@@ -895,7 +866,7 @@ impl<S: LocalStore> Backend for LayeredBackend<S> {
 
     fn get_many_blocking(&self, keys: &[Key]) -> Result<Vec<Lookup>, CacheError> {
         if self.l2.protocol() == 2 {
-            return self.get_many_listed_blocking(keys);
+            return self.get_many_listed_blocking(keys, &[]);
         }
         let (found, missing) = self.l1_many(keys);
         if missing.is_empty() {
