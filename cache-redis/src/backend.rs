@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) split_reads: AtomicBool,
     /// Protocol 2: the life of a version key (ms) when no entry asks for longer.
     pub(crate) version_ttl_ms: u64,
+    /// Replicas that must have an invalidation before it is acknowledged (`WAIT`).
+    pub(crate) invalidation_replicas: u32,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -1112,6 +1114,7 @@ impl RedisBackend {
                 hints: Default::default(),
                 split_reads: AtomicBool::new(false),
                 version_ttl_ms: b.version_ttl.as_millis().max(1) as u64,
+                invalidation_replicas: b.invalidation_replicas,
             }
         });
         let weak = Arc::downgrade(&inner);

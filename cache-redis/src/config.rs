@@ -68,6 +68,7 @@ pub struct RedisBackendBuilder {
     pub(crate) write_capacity: u64,
     pub(crate) protocol: u8,
     pub(crate) version_ttl: Duration,
+    pub(crate) invalidation_replicas: u32,
 }
 
 impl Default for RedisBackendBuilder {
@@ -98,6 +99,7 @@ impl Default for RedisBackendBuilder {
             tls: TlsOptions::default(),
             protocol: 2,
             version_ttl: DEFAULT_VERSION_TTL,
+            invalidation_replicas: 0,
         }
     }
 }
@@ -411,6 +413,23 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Protocol 2: an invalidation is acknowledged only once `n` replicas of each master it
+    /// wrote to have it (`WAIT n`, at most half the op timeout; fewer is a failed invalidation,
+    /// queued and retried). A failover after a master crashed then cannot lose an acknowledged
+    /// invalidation to a replica that never received it (with one replica per master, or when
+    /// the failover promotes the most up-to-date replica, as Redis Cluster does). Default 0:
+    /// acknowledged by the master alone (the backend still notices the new master and clears,
+    /// see the README).
+    ///
+    /// ```
+    /// let b = cache_redis::RedisBackend::builder().invalidation_replicas(1);
+    /// assert!(b.validate().is_ok());
+    /// ```
+    pub fn invalidation_replicas(mut self, n: u32) -> Self {
+        self.invalidation_replicas = n;
+        self
+    }
+
     /// Reads the configuration from environment variables:
     ///
     /// | variable | option |
@@ -424,6 +443,7 @@ impl RedisBackendBuilder {
     /// | `CACHE_REDIS_DEPENDENCIES`, `CACHE_REDIS_GC` | `true` / `false` |
     /// | `CACHE_REDIS_LOCK_TTL_MS` | [`distributed_lock`](Self::distributed_lock) |
     /// | `CACHE_REDIS_PROTOCOL` | [`protocol`](Self::protocol) (`1` or `2`) |
+    /// | `CACHE_REDIS_INVALIDATION_REPLICAS` | [`invalidation_replicas`](Self::invalidation_replicas) |
     /// | `REDIS_TLS_CA_CERT` | path of a PEM file: [`tls_ca_cert_pem`](Self::tls_ca_cert_pem) |
     /// | `REDIS_TLS_CLIENT_CERT`, `REDIS_TLS_CLIENT_KEY` | paths of PEM files (both or neither): [`tls_client_cert_pem`](Self::tls_client_cert_pem) |
     ///
@@ -550,6 +570,9 @@ impl RedisBackendBuilder {
         }
         if let Some(v) = num(&get, "CACHE_REDIS_PROTOCOL")? {
             b = b.protocol(v);
+        }
+        if let Some(n) = num(&get, "CACHE_REDIS_INVALIDATION_REPLICAS")? {
+            b = b.invalidation_replicas(n);
         }
         if let Some(ca) = pem_file(&get, "REDIS_TLS_CA_CERT")? {
             b = b.tls_ca_cert_pem(ca);

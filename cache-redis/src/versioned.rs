@@ -718,6 +718,32 @@ impl Inner {
         })
     }
 
+    /// Waits until `invalidation_replicas` replicas (of every master, on a cluster) have this
+    /// connection's writes, at most half the op timeout; fewer is an error (the invalidation
+    /// is then not acknowledged: queued and retried).
+    async fn wait_replicas(&self) -> Result<(), RedisCacheError> {
+        let n = self.invalidation_replicas;
+        let wait_ms = (self.client.op_timeout().as_millis() / 2).max(1) as u64;
+        let acked: i64 = self
+            .run("invalidate", |mut con| async move {
+                redis::cmd("WAIT")
+                    .arg(n)
+                    .arg(wait_ms)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        if acked < i64::from(n) {
+            return Err(RedisCacheError::Redis {
+                op: "invalidate",
+                reason: format!(
+                    "only {acked} of the {n} replicas required (invalidation_replicas) acknowledged it within {wait_ms} ms"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The newest bump stamp a fill under `leased` accepts: the lease's server time; on a
     /// cluster, [`CLOCK_SKEW_US`] earlier, since the lease and a bump may be stamped by two
     /// masters' clocks (a bump within that margin before the lease rejects the fill needlessly,
@@ -754,6 +780,9 @@ impl Inner {
             .await?;
         if let Some(now) = replies.iter().filter_map(|(_, t)| parse_gen(t)).max() {
             self.learn_time(now, sent);
+        }
+        if self.invalidation_replicas > 0 {
+            self.wait_replicas().await?;
         }
         // entries removed by key; a dependency counts once (its dependents are not counted:
         // they are not visited)

@@ -813,3 +813,76 @@ async fn a_failover_that_lost_an_invalidation_serves_nothing_stale() {
     );
     assert!(b.redis_stats().server_restarts >= 1);
 }
+
+/// With `invalidation_replicas(1)`, an invalidation that a master's replica has not received is
+/// not acknowledged (a failover could lose it); once the replica runs again it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_waits_for_a_replica_when_asked_to() {
+    let Some(bin) = require_redis_server() else {
+        return;
+    };
+    let mut cluster = RedisCluster::start(&bin, 3, 1).expect("the cluster forms");
+    let urls = cluster.urls();
+    let (_, ranges) = topology(&mut cluster);
+    let b = Arc::new(
+        RedisBackend::builder()
+            .cluster_urls(urls.clone())
+            .prefix("c")
+            .op_timeout(Duration::from_secs(2))
+            .invalidation_replicas(1)
+            .connect_blocking()
+            .expect("connects"),
+    );
+    // an entry depending on the name (a queued invalidation is kept as long as one may live)
+    let key = Key::from_text("redis_cluster::replicated(1)");
+    let declared = vec!["replicated:1".to_string()];
+    let Lookup::Miss(lease) = b.get_declared(&key, &declared).await.unwrap() else {
+        panic!("a miss")
+    };
+    let opts = EntryOptions::new()
+        .ttl(Duration::from_secs(60))
+        .depends_on("replicated:1");
+    b.set(&key, value::share(1u64), &opts, lease).await.unwrap();
+    // acknowledged once every master's replica is online (they finish syncing after the
+    // cluster forms)
+    let end = Instant::now() + Duration::from_secs(30);
+    while b.invalidate("replicated:1").await.is_err() {
+        assert!(
+            Instant::now() < end,
+            "never acknowledged with the replicas online"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let master = master_of(&mut cluster, &ranges, "c:v:{replicated:1}");
+    let replica = replica_of(&mut cluster, master);
+    let ri = cluster
+        .nodes_mut()
+        .iter()
+        .position(|n| n.port() == replica)
+        .unwrap();
+    let pid = cluster.nodes_mut()[ri].pid().expect("the replica runs");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let frozen = b.invalidate("replicated:1").await;
+    signal("-CONT");
+    let err = frozen.expect_err("not acknowledged while the replica cannot have it");
+    assert!(err.to_string().contains("replicas"), "{err}");
+    // queued, and applied (acknowledged) once the replica runs again
+    let retried = b.redis_stats().invalidations_retried;
+    let end = Instant::now() + Duration::from_secs(20);
+    while b.redis_stats().invalidations_retried <= retried {
+        assert!(
+            Instant::now() < end,
+            "the queued invalidation was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.invalidate("replicated:1").await.unwrap();
+}
