@@ -429,11 +429,13 @@ async fn failover_and_slot_migration_under_load_serve_nothing_stale() {
         .arg("FAILOVER")
         .query(&mut con)
         .unwrap();
-    let end = Instant::now() + Duration::from_secs(20);
+    let started = Instant::now();
+    let end = started + Duration::from_secs(20);
     while role(&mut con) != "master" {
         assert!(Instant::now() < end, "the replica never took over");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!("the replica took over in {:?}", started.elapsed());
     PHASE.store(2, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
