@@ -700,6 +700,37 @@ async fn a_100k_fan_out_blocks_no_master() {
     );
 }
 
+/// Fills entry `text` (a `u64`) depending on `dep`, as a cached call declaring it would.
+async fn fill_one(b: &RedisBackend, text: &str, dep: &str, ttl: Duration) -> Key {
+    let key = Key::from_text(text);
+    let declared = vec![dep.to_string()];
+    let Lookup::Miss(lease) = b.get_declared(&key, &declared).await.unwrap() else {
+        panic!("a miss")
+    };
+    let opts = EntryOptions::new().ttl(ttl).depends_on(dep);
+    b.set(&key, value::share(1u64), &opts, lease).await.unwrap();
+    key
+}
+
+/// The index of the node listening on `port`.
+fn node_index(cluster: &mut RedisCluster, port: u16) -> usize {
+    cluster
+        .nodes_mut()
+        .iter()
+        .position(|n| n.port() == port)
+        .expect("a node on that port")
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(sig: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 /// The port of `port`'s replica (`ROLE` of every node).
 fn replica_of(cluster: &mut RedisCluster, master: u16) -> u16 {
     for n in cluster.nodes_mut() {
@@ -731,22 +762,21 @@ async fn a_failover_that_lost_an_invalidation_serves_nothing_stale() {
     let urls = cluster.urls();
     let (_, ranges) = topology(&mut cluster);
     let b = backend_with(&urls, Duration::from_secs(10));
-    let key = Key::from_text("redis_cluster::lost(1)");
+    let key = fill_one(
+        &b,
+        "redis_cluster::lost(1)",
+        "lost:1",
+        Duration::from_secs(600),
+    )
+    .await;
     let declared = vec!["lost:1".to_string()];
-    let Lookup::Miss(lease) = b.get_declared(&key, &declared).await.unwrap() else {
-        panic!("a miss")
-    };
-    let opts = EntryOptions::new()
-        .ttl(Duration::from_secs(600))
-        .depends_on("lost:1");
-    b.set(&key, value::share(1u64), &opts, lease).await.unwrap();
     let version = "c:v:{lost:1}";
     let master = master_of(&mut cluster, &ranges, version);
     let replica = replica_of(&mut cluster, master);
-    let node = |c: &mut RedisCluster, port: u16| {
-        c.nodes_mut().iter().position(|n| n.port() == port).unwrap()
-    };
-    let (mi, ri) = (node(&mut cluster, master), node(&mut cluster, replica));
+    let (mi, ri) = (
+        node_index(&mut cluster, master),
+        node_index(&mut cluster, replica),
+    );
     let mut m = cluster.nodes_mut()[mi].connection().unwrap();
     let old: String = redis::cmd("GET").arg(version).query(&mut m).unwrap();
     // the replica has everything so far; then it is frozen (SIGSTOP) and cut off, the
@@ -763,14 +793,6 @@ async fn a_failover_that_lost_an_invalidation_serves_nothing_stale() {
         assert!(Instant::now() < end, "the replica never got the token");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let signal = |sig: &str, pid: u32| {
-        let ok = std::process::Command::new("kill")
-            .arg(sig)
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    };
     let replica_pid = cluster.nodes_mut()[ri].pid().expect("the replica runs");
     signal("-STOP", replica_pid);
     // the master drops its link to the frozen replica, which cannot reconnect
@@ -836,15 +858,13 @@ async fn an_invalidation_waits_for_a_replica_when_asked_to() {
             .expect("connects"),
     );
     // an entry depending on the name (a queued invalidation is kept as long as one may live)
-    let key = Key::from_text("redis_cluster::replicated(1)");
-    let declared = vec!["replicated:1".to_string()];
-    let Lookup::Miss(lease) = b.get_declared(&key, &declared).await.unwrap() else {
-        panic!("a miss")
-    };
-    let opts = EntryOptions::new()
-        .ttl(Duration::from_secs(60))
-        .depends_on("replicated:1");
-    b.set(&key, value::share(1u64), &opts, lease).await.unwrap();
+    fill_one(
+        &b,
+        "redis_cluster::replicated(1)",
+        "replicated:1",
+        Duration::from_secs(60),
+    )
+    .await;
     // acknowledged once every master's replica is online (they finish syncing after the
     // cluster forms)
     let end = Instant::now() + Duration::from_secs(30);
@@ -857,23 +877,11 @@ async fn an_invalidation_waits_for_a_replica_when_asked_to() {
     }
     let master = master_of(&mut cluster, &ranges, "c:v:{replicated:1}");
     let replica = replica_of(&mut cluster, master);
-    let ri = cluster
-        .nodes_mut()
-        .iter()
-        .position(|n| n.port() == replica)
-        .unwrap();
+    let ri = node_index(&mut cluster, replica);
     let pid = cluster.nodes_mut()[ri].pid().expect("the replica runs");
-    let signal = |sig: &str| {
-        let ok = std::process::Command::new("kill")
-            .arg(sig)
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    };
-    signal("-STOP");
+    signal("-STOP", pid);
     let frozen = b.invalidate("replicated:1").await;
-    signal("-CONT");
+    signal("-CONT", pid);
     let err = frozen.expect_err("not acknowledged while the replica cannot have it");
     assert!(err.to_string().contains("replicas"), "{err}");
     // queued, and applied (acknowledged) once the replica runs again
