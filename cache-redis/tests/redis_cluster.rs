@@ -803,6 +803,12 @@ async fn a_failover_that_lost_an_invalidation_serves_nothing_stale() {
         .query(&mut m)
         .unwrap();
     let invalidated = b.invalidate("lost:1").await;
+    let bumped: Option<String> = redis::cmd("GET").arg(version).query(&mut m).unwrap();
+    assert_ne!(
+        bumped.as_deref(),
+        Some(old.as_str()),
+        "the master has the bump"
+    );
     cluster.nodes_mut()[mi].kill();
     signal("-CONT", replica_pid);
     invalidated.unwrap();
@@ -812,11 +818,12 @@ async fn a_failover_that_lost_an_invalidation_serves_nothing_stale() {
         assert!(Instant::now() < end, "the replica never took over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // the old token, or nothing if the backend has already noticed and cleared
     let now: Option<String> = redis::cmd("GET").arg(version).query(&mut r).unwrap();
-    assert_eq!(
-        now.as_deref(),
-        Some(old.as_str()),
-        "the setup must lose the invalidation's bump"
+    assert_ne!(now, bumped, "the setup must lose the invalidation's bump");
+    assert!(
+        now.as_deref() == Some(old.as_str()) || b.redis_stats().server_restarts >= 1,
+        "the new master holds {now:?}"
     );
     // the backend notices the new master (its watch checks every 500 ms) and clears; until
     // then the entry can be served (the window the README states), never after
