@@ -100,7 +100,9 @@ pub(crate) struct Inner {
     /// prefix holds has been cleared: entries written before may predate invalidations the
     /// server lost (a snapshot, the last second of an AOF, a lagging replica), so no hit is
     /// served meanwhile.
-    pub(crate) distrust: AtomicBool,
+    distrust: AtomicBool,
+    /// Server changes this backend has distrusted its entries for ([`Inner::trust`]).
+    trust_epoch: AtomicU64,
     restart_clears: AtomicU64,
     /// The write-behind queue on Redis Streams ([`crate::write_queue`]).
     write_queue: crate::write_queue::SharedQueue,
@@ -361,9 +363,28 @@ impl Inner {
         }
     }
 
+    /// What a read may be trusted under: `None` while hits are distrusted (a server change not
+    /// yet cleared), otherwise the count of server changes distrusted so far. Taken before a read and
+    /// compared after it ([`Self::still_trusted`]): a restart detected, and even cleared, while
+    /// the read was under way makes what it read untrusted (it may be a value the restart
+    /// brought back that the clear had not yet removed).
+    pub(crate) fn trust(&self) -> Option<u64> {
+        if self.distrust.load(Ordering::SeqCst) {
+            return None;
+        }
+        let epoch = self.trust_epoch.load(Ordering::SeqCst);
+        (!self.distrust.load(Ordering::SeqCst)).then_some(epoch)
+    }
+
+    /// Whether a read made under `before` (taken with [`Self::trust`]) may be served.
+    pub(crate) fn still_trusted(&self, before: Option<u64>) -> bool {
+        before.is_some() && self.trust() == before
+    }
+
     async fn get(self: Arc<Self>, text: Arc<str>) -> Result<Lookup, CacheError> {
+        let trust = self.trust();
         match self.lookup(&text).await {
-            Ok(found) => Ok(self.answer(&text, found)),
+            Ok(found) => Ok(self.answer(&text, found, trust)),
             Err(e) => {
                 self.counters.errors.incr();
                 Err(e.into())
@@ -380,6 +401,7 @@ impl Inner {
         let fresh = self.fresh_gen();
         let sent = mono_ms();
         let with_gen = fresh.is_none();
+        let trust = self.trust();
         let read = self
             .run("get_many", |mut con| {
                 let mut cmd = redis::cmd("MGET");
@@ -429,7 +451,7 @@ impl Inner {
                 }
                 None => Found::Miss(lease),
             };
-            out.push(Some(self.answer(text, found)));
+            out.push(Some(self.answer(text, found, trust)));
         }
         if !locking.is_empty() {
             let locked = futures_util::future::join_all(
@@ -475,9 +497,9 @@ impl Inner {
 
     /// A lookup's answer: a value, or a miss with its lease (a tombstone, a corrupt value, or
     /// any entry while hits are distrusted, is a miss).
-    fn answer(self: &Arc<Self>, text: &str, found: Found) -> Lookup {
+    fn answer(self: &Arc<Self>, text: &str, found: Found, trust: Option<u64>) -> Lookup {
         let found = match found {
-            Found::Hit(_, gen) if self.distrust.load(Ordering::Relaxed) => Found::Miss(gen),
+            Found::Hit(_, gen) if !self.still_trusted(trust) => Found::Miss(gen),
             found => found,
         };
         match found {
@@ -531,6 +553,8 @@ impl Inner {
     /// gone (the clear stamps a new generation first, so fills leased before are rejected).
     fn server_changed(self: &Arc<Self>) {
         self.distrust.store(true, Ordering::SeqCst);
+        // after `distrust`: a read that saw neither is caught by the epoch it began under
+        self.trust_epoch.fetch_add(1, Ordering::SeqCst);
         let weak = Arc::downgrade(self);
         self.client.spawn(async move {
             let mut delay = Duration::from_millis(20);
@@ -1107,6 +1131,7 @@ impl RedisBackend {
                 known_gen: AtomicU64::new(0),
                 known_at: AtomicU64::new(0),
                 distrust: AtomicBool::new(false),
+                trust_epoch: AtomicU64::new(0),
                 restart_clears: AtomicU64::new(0),
                 write_queue,
                 protocol: b.protocol,

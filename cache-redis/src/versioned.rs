@@ -270,6 +270,7 @@ impl Inner {
         loop {
             let fresh = self.fresh_gen();
             let sent = crate::backend::mono_ms();
+            let trust = self.trust();
             // one MGET of the versions (and the entry) costs one server about what one GET
             // does; on a cluster the keys live on several masters: one GET each, sent
             // concurrently (redis-rs's multi-slot MGET costs a third more throughput, measured),
@@ -390,7 +391,7 @@ impl Inner {
             };
             let mut known = Vec::new();
             if let Some(bytes) = value {
-                match self.v2_valid(text, bytes, read, time).await? {
+                match self.v2_valid(text, bytes, read, time, trust).await? {
                     Validity::Valid(answer) => return Ok(answer),
                     Validity::Invalid(more) => known = more,
                 }
@@ -459,6 +460,7 @@ impl Inner {
         bytes: Vec<u8>,
         read: Read<'_>,
         time: u64,
+        trust: Option<u64>,
     ) -> Result<Validity, RedisCacheError> {
         let opened = match envelope::open(bytes, self.max_payload) {
             Ok(envelope::Stored::Value(o)) if o.version == envelope::VERSION_2 => o,
@@ -471,7 +473,7 @@ impl Inner {
                 return Ok(Validity::Invalid(Vec::new()));
             }
         };
-        if self.distrust.load(Ordering::Relaxed) {
+        if !self.still_trusted(trust) {
             return Ok(Validity::Invalid(Vec::new()));
         }
         let mut unknown: Vec<&(String, u64)> = Vec::new();

@@ -95,9 +95,23 @@ async fn no_invalidated_entry_comes_back<F, Fut>(
     assert!(runs.load(Ordering::SeqCst) > before, "the body ran again");
     assert!(wait_until(DEADLINE, || a.redis_stats().restart_clears >= 1
         && b.redis_stats().restart_clears >= 1));
-    // once cleared, the cache works as before
-    let v = call_on(&a).await;
-    assert_eq!(call_on(&b).await, v, "hits again after the clear");
+    // once cleared, the cache works as before: a value filled on A is a hit on B. (The first
+    // fill after a clear may be rejected: the clear removed the version keys the fill's lease
+    // read, and a version key made again counts as a bump, conservatively; a few tries.)
+    let mut shared = false;
+    for _ in 0..5 {
+        let v = call_on(&a).await;
+        if call_on(&b).await == v {
+            shared = true;
+            break;
+        }
+    }
+    assert!(
+        shared,
+        "hits again after the clear: a={:?} b={:?}",
+        a.redis_stats(),
+        b.redis_stats()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
