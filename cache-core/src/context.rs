@@ -79,22 +79,43 @@ pub fn is_collecting() -> bool {
 
 /// Runs `f` with a fresh thread-local collector and returns what it collected.
 pub fn collect_blocking<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
-    SYNC_DEPS.with(|s| s.borrow_mut().push(Vec::new()));
-    let _active = Active::enter();
-    struct Pop(Option<Vec<String>>);
-    impl Drop for Pop {
-        fn drop(&mut self) {
-            if self.0.is_none() {
-                // unwinding: drop the collector of this scope
-                let _ = SYNC_DEPS.try_with(|s| s.borrow_mut().pop());
-            }
+    let scope = SyncScope::enter();
+    let r = f();
+    (r, scope.finish())
+}
+
+/// A thread-local collector scope (what [`collect_blocking`] wraps around its closure, kept
+/// out of the generic part): pushed on entry, popped by [`SyncScope::finish`], or dropped
+/// while unwinding.
+pub(crate) struct SyncScope {
+    _active: Active,
+    finished: bool,
+}
+
+impl SyncScope {
+    #[inline(never)]
+    pub(crate) fn enter() -> Self {
+        SYNC_DEPS.with(|s| s.borrow_mut().push(Vec::new()));
+        SyncScope {
+            _active: Active::enter(),
+            finished: false,
         }
     }
-    let mut guard = Pop(None);
-    let r = f();
-    let deps = SYNC_DEPS.with(|s| s.borrow_mut().pop()).unwrap_or_default();
-    guard.0 = Some(Vec::new());
-    (r, deps)
+
+    #[inline(never)]
+    pub(crate) fn finish(mut self) -> Vec<String> {
+        self.finished = true;
+        SYNC_DEPS.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    }
+}
+
+impl Drop for SyncScope {
+    fn drop(&mut self) {
+        if !self.finished {
+            // unwinding: drop the collector of this scope
+            let _ = SYNC_DEPS.try_with(|s| s.borrow_mut().pop());
+        }
+    }
 }
 
 /// Runs `fut` with a fresh task-local collector and returns what it collected.

@@ -158,6 +158,14 @@ impl FnCache {
         info: &CallInfo<'_>,
         buf: &mut KeyBuf,
     ) {
+        self.key_prefix(info, buf);
+        args.write_binary(buf);
+    }
+
+    /// What a binary key starts with: the fn (and its `Self` type and generics), or the mark
+    /// of a custom key.
+    #[inline]
+    fn key_prefix(&'static self, info: &CallInfo<'_>, buf: &mut KeyBuf) {
         if self.meta.custom_key {
             buf.put_u8(0xff);
         } else {
@@ -169,10 +177,9 @@ impl FnCache {
                 buf.put_prefixed(g.as_bytes());
             }
         }
-        args.write_binary(buf);
     }
 
-    fn text_key<A: KeyPart + ?Sized>(&self, args: &A, info: &CallInfo<'_>) -> Arc<str> {
+    fn text_key(&self, args: &dyn KeyPart, info: &CallInfo<'_>) -> Arc<str> {
         let text = if self.meta.custom_key {
             key::readable(args)
         } else {
@@ -187,7 +194,7 @@ impl FnCache {
     }
 
     /// The full key of a call.
-    pub fn key<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>) -> Key {
+    pub fn key<A: KeyPart>(&'static self, args: &A, info: &CallInfo<'_>) -> Key {
         let mut buf = KeyBuf::new();
         self.binary_key(args, info, &mut buf);
         let hash = local_hash(buf.as_bytes());
@@ -244,12 +251,19 @@ impl FnCache {
     /// Counts a hit (through this thread's counter stripe) and records the entry as a
     /// dependency of the enclosing fill, if any.
     #[inline(always)]
-    fn on_hit_at<A: KeyPart + ?Sized>(&'static self, args: &A, info: &CallInfo<'_>, stripe: usize) {
+    fn on_hit_at(&'static self, args: &dyn KeyPart, info: &CallInfo<'_>, stripe: usize) {
         self.counters.hits.incr_at(stripe);
         tracing::trace!(function = self.meta.name, "cache hit");
         if context::is_collecting() {
-            context::add_dependency(&*self.text_key(args, info));
+            self.record_hit(args, info);
         }
+    }
+
+    /// Records a hit's key in the enclosing fill's dependencies.
+    #[cold]
+    #[inline(never)]
+    fn record_hit(&self, args: &dyn KeyPart, info: &CallInfo<'_>) {
+        context::add_dependency(&*self.text_key(args, info));
     }
 
     /// Starts a call of an async cached function.
@@ -265,7 +279,7 @@ impl FnCache {
         mode: Mode,
     ) -> impl Future<Output = Begin<V>> + 'a
     where
-        A: KeyPart + ?Sized + Sync,
+        A: KeyPart + Sync,
         V: Cacheable,
     {
         self.begin_async_with(args, info, deps, mode, None)
@@ -283,7 +297,7 @@ impl FnCache {
         refresher: AsyncRefresher<'a>,
     ) -> impl Future<Output = Begin<V>> + 'a
     where
-        A: KeyPart + ?Sized + Sync,
+        A: KeyPart + Sync,
         V: Cacheable,
     {
         self.begin_async_with(args, info, deps, mode, Some(refresher))
@@ -299,14 +313,14 @@ impl FnCache {
         refresher: Option<AsyncRefresher<'a>>,
     ) -> impl Future<Output = Begin<V>> + 'a
     where
-        A: KeyPart + ?Sized + Sync,
+        A: KeyPart + Sync,
         V: Cacheable,
     {
         let started = if registry::is_enabled() {
             let mut buf = KeyBuf::new();
             self.binary_key(args, &info, &mut buf);
             let hash = local_hash(buf.as_bytes());
-            self.begin_local::<A, V>(args, &info, mode, &buf, hash)
+            self.begin_local::<V>(args, &info, mode, &buf, hash)
                 .map_err(Some)
         } else {
             Err(None)
@@ -339,9 +353,9 @@ impl FnCache {
     /// Everything after the in-process lookups of an async call: a miss, a remote backend, a
     /// refresh.
     #[allow(clippy::too_many_arguments)]
-    async fn begin_async_rest<A, V>(
+    async fn begin_async_rest<V>(
         &'static self,
-        args: &A,
+        args: &(dyn KeyPart + Sync),
         info: CallInfo<'_>,
         deps: &mut (dyn FnMut(&mut Vec<String>) + Send),
         mode: Mode,
@@ -350,7 +364,6 @@ impl FnCache {
         known_miss: Option<Lease>,
     ) -> Begin<V>
     where
-        A: KeyPart + ?Sized + Sync,
         V: Cacheable,
     {
         let mut buf = KeyBuf::new();
@@ -373,9 +386,9 @@ impl FnCache {
     /// The call engine for the rest of a call ([`call::Call`]): the key's text, the backend,
     /// the entry options.
     #[allow(clippy::too_many_arguments)]
-    fn call<A: KeyPart + ?Sized>(
+    fn call(
         &'static self,
-        args: &A,
+        args: &dyn KeyPart,
         info: CallInfo<'_>,
         deps: &mut (dyn FnMut(&mut Vec<String>) + '_),
         mode: Mode,
@@ -420,7 +433,7 @@ impl FnCache {
         mode: Mode,
     ) -> Begin<V>
     where
-        A: KeyPart + ?Sized,
+        A: KeyPart,
         V: Cacheable,
     {
         self.begin_blocking_with(args, info, deps, mode, None)
@@ -438,7 +451,7 @@ impl FnCache {
         refresher: BlockingRefresher<'_>,
     ) -> Begin<V>
     where
-        A: KeyPart + ?Sized,
+        A: KeyPart,
         V: Cacheable,
     {
         self.begin_blocking_with(args, info, deps, mode, Some(refresher))
@@ -454,7 +467,7 @@ impl FnCache {
         refresher: Option<BlockingRefresher<'_>>,
     ) -> Begin<V>
     where
-        A: KeyPart + ?Sized,
+        A: KeyPart,
         V: Cacheable,
     {
         if !registry::is_enabled() {
@@ -463,11 +476,11 @@ impl FnCache {
         let mut buf = KeyBuf::new();
         self.binary_key(args, &info, &mut buf);
         let hash = local_hash(buf.as_bytes());
-        let (flights_ended, known_miss) =
-            match self.begin_local::<A, V>(args, &info, mode, &buf, hash) {
-                Ok(v) => return Begin::Hit(v),
-                Err(rest) => rest,
-            };
+        let (flights_ended, known_miss) = match self.begin_local::<V>(args, &info, mode, &buf, hash)
+        {
+            Ok(v) => return Begin::Hit(v),
+            Err(rest) => rest,
+        };
         self.begin_blocking_keyed(
             args,
             info,
@@ -485,16 +498,15 @@ impl FnCache {
     /// the call needs: the count of ended flights read before the lookup (see
     /// [`Self::recheck`]) and the lease of an in-process miss that is final.
     #[inline(always)]
-    fn begin_local<A, V>(
+    fn begin_local<V>(
         &'static self,
-        args: &A,
+        args: &dyn KeyPart,
         info: &CallInfo<'_>,
         mode: Mode,
         buf: &KeyBuf,
         hash: u64,
     ) -> Result<V, (u64, Option<Lease>)>
     where
-        A: KeyPart + ?Sized,
         V: Cacheable,
     {
         let flights_ended = self.flights_ended();
@@ -526,9 +538,9 @@ impl FnCache {
     /// refresh.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
-    fn begin_blocking_keyed<A, V>(
+    fn begin_blocking_keyed<V>(
         &'static self,
-        args: &A,
+        args: &dyn KeyPart,
         info: CallInfo<'_>,
         deps: &mut dyn FnMut(&mut Vec<String>),
         mode: Mode,
@@ -539,7 +551,6 @@ impl FnCache {
         known_miss: Option<Lease>,
     ) -> Begin<V>
     where
-        A: KeyPart + ?Sized,
         V: Cacheable,
     {
         self.call(args, info, deps, mode, buf, hash, flights_ended, known_miss)
@@ -658,7 +669,7 @@ impl FnCache {
         deps: &mut dyn FnMut(&mut Vec<String>),
     ) -> EntryRef<V>
     where
-        A: KeyPart + ?Sized,
+        A: KeyPart,
         V: Cacheable,
     {
         self.register();

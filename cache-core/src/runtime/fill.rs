@@ -190,32 +190,21 @@ impl<V: Cacheable> Filler<V> {
     }
 
     /// Runs an async body, stores `to_value` of its result, returns the result.
+    ///
+    /// Only running the body and taking its value depend on the fn's types; the rest
+    /// ([`Run`]) is compiled once.
     pub async fn fill_async<R, F: Future<Output = R>>(
         self,
         fut: F,
         to_value: impl FnOnce(&R) -> Option<V>,
     ) -> R {
-        let Some(mut target) = self.target else {
-            let r = fut.await;
-            self.cache.record_dependency(self.key.as_ref());
-            return r;
+        let cache = self.cache;
+        let Some(run) = Run::start(cache, self.key, self.target) else {
+            return fut.await;
         };
-        let key = self.key.expect("a target has a key");
-        let start = Instant::now();
-        let abandon = Abandon::arm(&target, &key);
         let (r, collected) = context::collect(fut).await;
-        let elapsed = start.elapsed();
-        let value = to_value(&r).map(|v| self.cache.share(v));
-        abandon.disarm(value.is_some());
-        if let Some(v) = &value {
-            target.options.dependencies.extend(collected);
-            let outcome = target
-                .backend
-                .set(&key, v.clone(), &target.options, target.lease)
-                .await;
-            self.cache.after_set(&key, outcome, elapsed, v, &mut target);
-        }
-        self.cache.record_filled(&key, &target.options.dependencies);
+        let value = to_value(&r).map(|v| cache.share(v));
+        run.finish_async(value, collected).await;
         r
     }
 
@@ -225,61 +214,103 @@ impl<V: Cacheable> Filler<V> {
         f: impl FnOnce() -> R,
         to_value: impl FnOnce(&R) -> Option<V>,
     ) -> R {
-        let Some(mut target) = self.target else {
-            let r = f();
-            self.cache.record_dependency(self.key.as_ref());
-            return r;
+        let cache = self.cache;
+        let Some(run) = Run::start(cache, self.key, self.target) else {
+            return f();
         };
-        let key = self.key.expect("a target has a key");
-        let start = Instant::now();
-        let abandon = Abandon::arm(&target, &key);
-        let (r, collected) = context::collect_blocking(f);
-        let elapsed = start.elapsed();
-        let value = to_value(&r).map(|v| self.cache.share(v));
-        abandon.disarm(value.is_some());
-        if let Some(v) = &value {
-            target.options.dependencies.extend(collected);
-            let outcome =
-                target
-                    .backend
-                    .set_blocking(&key, v.clone(), &target.options, target.lease);
-            self.cache.after_set(&key, outcome, elapsed, v, &mut target);
-        }
-        self.cache.record_filled(&key, &target.options.dependencies);
+        let scope = context::SyncScope::enter();
+        let r = f();
+        let collected = scope.finish();
+        let value = to_value(&r).map(|v| cache.share(v));
+        run.finish_blocking(value, collected);
         r
     }
 }
 
-/// Tells the backend when a fill ends without a value to store ([`Backend::abandon`]): the
-/// body returned nothing cacheable, panicked, or its future was dropped mid-way.
-struct Abandon<'a> {
-    backend: &'a dyn Backend,
-    key: &'a Key,
-    lease: Lease,
+/// The part of a fill that does not depend on the fn's types: the timing, the store with the
+/// miss's lease, the dependency records, and the backend told ([`Backend::abandon`]) when the
+/// fill ends without a value to store (the body returned nothing cacheable, panicked, or its
+/// future was dropped mid-way: then this is dropped unfinished).
+struct Run {
+    cache: &'static FnCache,
+    key: Key,
+    target: Target,
+    start: Instant,
+    /// Until the body's value is known: dropping the run tells the backend.
     armed: bool,
 }
 
-impl<'a> Abandon<'a> {
-    fn arm(target: &'a Target, key: &'a Key) -> Self {
-        Abandon {
-            backend: &*target.backend,
-            key,
-            lease: target.lease,
+impl Run {
+    /// Starts the fill of a call with a target; without one (a passthrough: caching off, or
+    /// the key's flight followed elsewhere) only records the key in the enclosing fill.
+    #[inline(never)]
+    fn start(cache: &'static FnCache, key: Option<Key>, target: Option<Target>) -> Option<Self> {
+        let Some(target) = target else {
+            cache.record_dependency(key.as_ref());
+            return None;
+        };
+        Some(Run {
+            cache,
+            key: key.expect("a target has a key"),
+            target,
+            start: Instant::now(),
             armed: true,
+        })
+    }
+
+    /// The body returned: the options that go with its value (its collected dependencies
+    /// added), and the fill's time.
+    fn ended(&mut self, value: &Option<SharedValue>, collected: Vec<String>) -> Duration {
+        let elapsed = self.start.elapsed();
+        if value.is_some() {
+            self.armed = false;
+            self.target.options.dependencies.extend(collected);
+        } else {
+            self.abandon();
+        }
+        elapsed
+    }
+
+    fn abandon(&mut self) {
+        if std::mem::take(&mut self.armed) {
+            self.target.backend.abandon(&self.key, self.target.lease);
         }
     }
 
-    /// The body finished: `storing` says whether a value goes to `set` (which ends the fill).
-    fn disarm(mut self, storing: bool) {
-        self.armed = !storing;
+    #[inline(never)]
+    fn finish_blocking(mut self, value: Option<SharedValue>, collected: Vec<String>) {
+        let elapsed = self.ended(&value, collected);
+        if let Some(v) = &value {
+            let t = &self.target;
+            let outcome = t
+                .backend
+                .set_blocking(&self.key, v.clone(), &t.options, t.lease);
+            self.cache
+                .after_set(&self.key, outcome, elapsed, v, &mut self.target);
+        }
+        self.cache
+            .record_filled(&self.key, &self.target.options.dependencies);
+    }
+
+    async fn finish_async(mut self, value: Option<SharedValue>, collected: Vec<String>) {
+        let elapsed = self.ended(&value, collected);
+        if let Some(v) = &value {
+            let t = &self.target;
+            let outcome = t
+                .backend
+                .set(&self.key, v.clone(), &t.options, t.lease)
+                .await;
+            self.cache
+                .after_set(&self.key, outcome, elapsed, v, &mut self.target);
+        }
+        self.cache
+            .record_filled(&self.key, &self.target.options.dependencies);
     }
 }
 
-impl Drop for Abandon<'_> {
+impl Drop for Run {
     fn drop(&mut self) {
-        if self.armed {
-            self.backend.abandon(self.key, self.lease);
-        }
+        self.abandon();
     }
 }
 
