@@ -364,6 +364,11 @@ impl Plan<'_> {
         }
     }
 
+    /// `__cache_core_call_<name>`: the fn's call logic, with the mode as its last parameter.
+    fn call_name(&self) -> Ident {
+        format_ident!("__cache_core_call_{}", self.name())
+    }
+
     fn accessor(&self) -> Ident {
         format_ident!("__cache_core_{}", self.name())
     }
@@ -519,11 +524,11 @@ impl Plan<'_> {
         quote!(&mut |__d: &mut ::std::vec::Vec<::std::string::String>| { #(#pushes)* })
     }
 
-    /// The begin / fill logic of a call with `mode`; `body` is the body future (async) or
-    /// closure (sync).
+    /// The begin / fill logic of a call in `mode` (an expression of type `Mode`); `body` is
+    /// the body future (async) or closure (sync).
     fn logic(
         &self,
-        mode: &str,
+        mode: TokenStream,
         body: TokenStream,
         cache_stmt: TokenStream,
         refresher: Option<TokenStream>,
@@ -535,7 +540,6 @@ impl Plan<'_> {
         let key = self.key_expr();
         let info = self.info(true);
         let deps = self.deps_expr();
-        let mode = Ident::new(mode, Span::call_site());
         let asyncness = self.func.sig.asyncness.is_some();
         let (begin, mut fill, aw) = if asyncness {
             (quote!(begin_async), quote!(fill_async), quote!(.await))
@@ -589,7 +593,7 @@ impl Plan<'_> {
         let begin_call = quote_spanned!(value_span=> #cache.#begin::<_, #value>);
         quote! {
             #cache_stmt
-            let __cache_core_begin = #begin_call(#key, #info, #deps, #p::Mode::#mode #refresher)#aw;
+            let __cache_core_begin = #begin_call(#key, #info, #deps, #mode #refresher)#aw;
             match __cache_core_begin {
                 #p::Begin::Hit(__v) => #hit,
                 #p::Begin::Fill(__f) => __f.#fill(#body, #to_value #guard)#aw,
@@ -785,6 +789,7 @@ fn expand_fn(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
 
 /// `companions = false`: the static and the body stay inside the fn.
 fn inline(plan: &Plan<'_>) -> TokenStream {
+    let p = p();
     let func = plan.func;
     let mut sig = func.sig.clone();
     sig.inputs = plan.forwarding_inputs(true).into_iter().collect();
@@ -801,7 +806,7 @@ fn inline(plan: &Plan<'_>) -> TokenStream {
         quote!(|| { #(#rebinds)* #block })
     };
     let static_item = plan.static_item(&Ident::new("__CACHE_CORE_FN", Span::call_site()));
-    let logic = plan.logic("Normal", body, static_item, None);
+    let logic = plan.logic(quote!(#p::Mode::Normal), body, static_item, None);
     let attrs = &func.attrs;
     let vis = &func.vis;
     quote! {
@@ -870,16 +875,58 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
                 plan.batch_logic(b, "Refresh", body),
             )
         }
-        None => (
-            plan.logic("Normal", call_uncached.clone(), quote!(), plan.refresher()),
-            plan.logic("Refresh", call_uncached.clone(), quote!(), None),
-        ),
+        None => {
+            // one copy of the call logic, in `Normal` mode for the fn and `Refresh` mode for
+            // `_refresh`: the generic runtime is instantiated once per fn, not twice
+            let call = plan.turbofish(&plan.call_name(), !has_impl_trait);
+            let mut args: Vec<TokenStream> = Vec::new();
+            if sig.receiver().is_some() {
+                args.push(quote!(self));
+            }
+            args.extend(plan.params.iter().map(|p| p.ident.to_token_stream()));
+            let with_mode = |mode: TokenStream| {
+                let call = quote!(#call(#(#args,)* #p::Mode::#mode));
+                if sig.unsafety.is_some() {
+                    quote!(unsafe { #call }#aw)
+                } else {
+                    quote!(#call #aw)
+                }
+            };
+            (with_mode(quote!(Normal)), with_mode(quote!(Refresh)))
+        }
     };
+    // the call logic of a fn that is not a batch: `mode` is its last parameter
+    let call_fn = plan.batch.is_none().then(|| {
+        let mut sig = main_sig.clone();
+        sig.ident = plan.call_name();
+        sig.inputs
+            .push(syn::parse_quote!(__cache_core_mode: #p::Mode));
+        let logic = plan.logic(
+            quote!(__cache_core_mode),
+            call_uncached.clone(),
+            quote!(),
+            plan.refresher(),
+        );
+        quote! {
+            #[doc(hidden)]
+            #[inline]
+            #(#copied)*
+            #[allow(dead_code, clippy::too_many_arguments)]
+            #sig {
+                #logic
+            }
+        }
+    });
     // a background refresh calls the fn again in `Revalidate` mode
     let revalidate_fn = plan.opts.background().map(|_| {
         let mut sig = main_sig.clone();
         sig.ident = plan.revalidate_name();
-        let logic = plan.logic("Revalidate", call_uncached.clone(), quote!(), None);
+        let logic = plan.logic(
+            quote!(#p::Mode::Revalidate),
+            call_uncached.clone(),
+            quote!(),
+            None,
+        );
         quote! {
             #[doc(hidden)]
             #(#copied)*
@@ -1017,6 +1064,8 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
             #static_item
             &CACHE
         }
+
+        #call_fn
 
         #[doc = #doc_uncached]
         #(#copied)* #allow
