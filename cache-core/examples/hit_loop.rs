@@ -8,7 +8,7 @@
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/hit_loop u64 2000000
 //! ```
 //!
-//! Kinds: `u64` (a sync fn, 4 hot keys), `async` (an async fn on a current-thread runtime, 4
+//! Kinds: `u64` (a sync fn, 4 hot keys; `OFF=n` in the environment moves them to n..n+4), `async` (an async fn on a current-thread runtime, 4
 //! hot keys), `miss` (a sync fn called with a new key each time: miss + fill, on a memory
 //! backend holding every key).
 
@@ -41,8 +41,9 @@ fn main() {
     let mut sum = 0u64;
     match kind.as_str() {
         "u64" => {
+            let off: u64 = std::env::var("OFF").map_or(0, |v| v.parse().unwrap());
             for i in 0..n {
-                sum = sum.wrapping_add(hit_u64(black_box(i & 3)));
+                sum = sum.wrapping_add(hit_u64(black_box((i & 3) + off)));
             }
         }
         "async" => {

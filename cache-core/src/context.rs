@@ -1,7 +1,9 @@
 //! The dependency context: what the entry being filled depends on.
 //!
-//! While a cached function's body runs on a miss, a collector is active: in async code it is
-//! task-local (it follows the task across `.await`), in sync code thread-local. Every cached
+//! While a cached function's body runs on a miss, a collector is active: in sync code for the
+//! body's call, in async code while the body's future is polled (so it follows the body across
+//! `.await`, whichever thread polls it). Active collectors form a per-thread stack; the
+//! innermost one collects. Every cached
 //! function called inside the body (hit or miss) adds its key to it (and, when it filled its
 //! entry, that entry's dependencies; a backend may add a hit's), and so does
 //! [`add_dependency`]. When the body returns, the collected keys become dependencies of the new
@@ -14,10 +16,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-tokio::task_local! {
-    static TASK_DEPS: RefCell<Vec<String>>;
-}
 thread_local! {
+    /// The collectors active on this thread, innermost last.
     static SYNC_DEPS: RefCell<Vec<Vec<String>>> = const { RefCell::new(Vec::new()) };
     /// How many collectors are active on this thread right now: sync scopes, plus async scopes
     /// while their task is being polled here. One read tells the hit path whether to record.
@@ -40,17 +40,6 @@ impl Drop for Active {
     }
 }
 
-/// Polls the inner future with the thread's collector count raised.
-struct Polled<F>(F);
-impl<F: Future> Future for Polled<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _active = Active::enter();
-        // SAFETY: structural pinning of the only field; `Polled` never moves it.
-        unsafe { self.map_unchecked_mut(|p| &mut p.0) }.poll(cx)
-    }
-}
-
 /// Adds a dependency to the entry being filled (no-op outside a cached function's body).
 ///
 /// ```
@@ -60,15 +49,11 @@ impl<F: Future> Future for Polled<F> {
 /// ```
 pub fn add_dependency(dependency: impl Into<String>) {
     let dep = dependency.into();
-    let mut dep = Some(dep);
     let _ = SYNC_DEPS.try_with(|s| {
         if let Some(top) = s.borrow_mut().last_mut() {
-            top.push(dep.take().expect("taken once"));
+            top.push(dep);
         }
     });
-    if let Some(dep) = dep {
-        let _ = TASK_DEPS.try_with(|c| c.borrow_mut().push(dep));
-    }
 }
 
 /// True when a collector is active (inside a cached function's body that is filling).
@@ -95,7 +80,15 @@ pub(crate) struct SyncScope {
 impl SyncScope {
     #[inline(never)]
     pub(crate) fn enter() -> Self {
-        SYNC_DEPS.with(|s| s.borrow_mut().push(Vec::new()));
+        Self::resume(&mut Vec::new())
+    }
+
+    /// Makes `deps` (what an async body collected in its earlier polls) the innermost
+    /// collector again, for one poll.
+    #[inline(never)]
+    fn resume(deps: &mut Vec<String>) -> Self {
+        let deps = std::mem::take(deps);
+        SYNC_DEPS.with(|s| s.borrow_mut().push(deps));
         SyncScope {
             _active: Active::enter(),
             finished: false,
@@ -118,14 +111,38 @@ impl Drop for SyncScope {
     }
 }
 
-/// Runs `fut` with a fresh task-local collector and returns what it collected.
-pub async fn collect<F: Future>(fut: F) -> (F::Output, Vec<String>) {
-    Polled(TASK_DEPS.scope(RefCell::new(Vec::new()), async {
-        let r = fut.await;
-        let deps = TASK_DEPS.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        (r, deps)
-    }))
-    .await
+/// Runs `fut` with a fresh collector (active while `fut` is polled) and returns what it
+/// collected.
+pub fn collect<F: Future>(fut: F) -> impl Future<Output = (F::Output, Vec<String>)> {
+    Collecting {
+        fut,
+        deps: Vec::new(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`collect`]: only the poll of the body is generic; entering and leaving
+    /// the collector ([`SyncScope::resume`], [`SyncScope::suspend`]) is compiled once.
+    struct Collecting<F> {
+        #[pin]
+        fut: F,
+        deps: Vec<String>,
+    }
+}
+
+impl<F: Future> Future for Collecting<F> {
+    type Output = (F::Output, Vec<String>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let scope = SyncScope::resume(this.deps);
+        let polled = this.fut.poll(cx);
+        *this.deps = scope.finish();
+        match polled {
+            Poll::Ready(r) => Poll::Ready((r, std::mem::take(this.deps))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ impl FnCache {
 
     /// What a binary key starts with: the fn (and its `Self` type and generics), or the mark
     /// of a custom key.
-    #[inline]
+    #[inline(always)]
     fn key_prefix(&'static self, info: &CallInfo<'_>, buf: &mut KeyBuf) {
         if self.meta.custom_key {
             buf.put_u8(0xff);
@@ -194,7 +194,7 @@ impl FnCache {
     }
 
     /// The full key of a call.
-    pub fn key<A: KeyPart>(&'static self, args: &A, info: &CallInfo<'_>) -> Key {
+    pub fn key(&'static self, args: &dyn KeyPart, info: &CallInfo<'_>) -> Key {
         let mut buf = KeyBuf::new();
         self.binary_key(args, info, &mut buf);
         let hash = local_hash(buf.as_bytes());
@@ -662,28 +662,35 @@ impl FnCache {
     }
 
     /// A handle on the entry of one call (typed key): invalidate it, put a value, read it.
-    pub fn entry<A, V>(
+    pub fn entry<V: Cacheable>(
         &'static self,
-        args: &A,
+        args: &dyn KeyPart,
         info: CallInfo<'_>,
         deps: &mut dyn FnMut(&mut Vec<String>),
-    ) -> EntryRef<V>
-    where
-        A: KeyPart,
-        V: Cacheable,
-    {
-        self.register();
-        let key = self.key(args, &info);
-        let mut declared = Vec::new();
-        deps(&mut declared);
-        let resolved = registry::resolve(self.meta.profile);
-        let options = self.options(&resolved, declared, &info);
+    ) -> EntryRef<V> {
+        let (key, options) = self.entry_parts(args, info, deps);
         EntryRef {
             cache: self,
             key,
             options,
             _value: PhantomData,
         }
+    }
+
+    /// The key and entry options of [`Self::entry`] (compiled once, not per value type).
+    fn entry_parts(
+        &'static self,
+        args: &dyn KeyPart,
+        info: CallInfo<'_>,
+        deps: &mut dyn FnMut(&mut Vec<String>),
+    ) -> (Key, EntryOptions) {
+        self.register();
+        let key = self.key(args, &info);
+        let mut declared = Vec::new();
+        deps(&mut declared);
+        let resolved = registry::resolve(self.meta.profile);
+        let options = self.options(&resolved, declared, &info);
+        (key, options)
     }
 
     /// A handle on every entry of this function.

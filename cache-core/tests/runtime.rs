@@ -256,7 +256,7 @@ async fn fill_racing_an_invalidation_does_not_land() {
             db.store(2, Ordering::SeqCst);
             if invalidate_key {
                 LEASED
-                    .entry::<_, usize>(&(&7u64,), CallInfo::default(), &mut |_| {})
+                    .entry::<usize>(&(&7u64,), CallInfo::default(), &mut |_| {})
                     .invalidate()
                     .await
                     .unwrap();
@@ -315,7 +315,7 @@ fn invalidating_a_nested_entry_drops_the_outer_one() {
         assert_eq!(OUTER_RUNS.load(Ordering::SeqCst), before + 1);
         // invalidate get-user(11): the team page built from it goes too (transitively)
         INNER
-            .entry::<_, String>(&(&11u64,), CallInfo::default(), &mut |_| {})
+            .entry::<String>(&(&11u64,), CallInfo::default(), &mut |_| {})
             .invalidate_blocking()
             .unwrap();
         outer(1);
@@ -323,7 +323,7 @@ fn invalidating_a_nested_entry_drops_the_outer_one() {
         // a nested *hit* is a dependency too
         outer(1);
         INNER
-            .entry::<_, String>(&(&10u64,), CallInfo::default(), &mut |_| {})
+            .entry::<String>(&(&10u64,), CallInfo::default(), &mut |_| {})
             .invalidate_blocking()
             .unwrap();
         outer(1);

@@ -1032,7 +1032,7 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
             let collect = quote! {
                 #p::EntryRefs::new(::core::iter::Iterator::collect(::core::iter::Iterator::map(
                     ::core::iter::IntoIterator::into_iter(#ident),
-                    |#ident: #item| #cache.entry::<_, #value>(#key_expr, #info, #deps),
+                    |#ident: #item| #cache.entry::<#value>(#key_expr, #info, #deps),
                 )))
             };
             quote! {
@@ -1080,7 +1080,7 @@ fn with_companions(plan: &Plan<'_>) -> TokenStream {
         #[doc = #doc_entry]
         #(#copied)* #allow
         #vis fn #entry #generics (#self_param #(#key_params),*) -> #p::EntryRef<#value> #where_clause {
-            #cache.entry::<_, #value>(#key_expr, #info, #deps)
+            #cache.entry::<#value>(#key_expr, #info, #deps)
         }
 
         #invalidate_items

@@ -75,8 +75,9 @@ impl Drop for Release {
 
 #[inline(always)]
 fn index(hash: u64) -> usize {
-    // the high bits: the low ones also pick the shard
-    (hash >> 56) as usize % SLOTS
+    // mixed again (one multiply): the slot must not follow the bits that pick the shard and
+    // the hash table's bucket, and keys that differ in one byte must not share slots
+    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % SLOTS
 }
 
 /// The live entry of `key` in this thread's table for backend `owner`, if it holds one.

@@ -95,7 +95,6 @@ pub async fn get_user_refresh(db: &Db, id: u64) -> Result<User, DbError> {
 pub fn get_user_entry(id: u64) -> ::cache_core::__private::EntryRef<User> {
     __cache_core_get_user()
         .entry::<
-            _,
             User,
         >(
             &::cache_core::__private::args(|__k| {
