@@ -192,7 +192,7 @@ impl<V: Cacheable> Filler<V> {
     /// Runs an async body, stores `to_value` of its result, returns the result.
     ///
     /// Only running the body and taking its value depend on the fn's types; the rest
-    /// ([`Run`]) is compiled once.
+    /// (the fill's `Run`) is compiled once.
     pub async fn fill_async<R, F: Future<Output = R>>(
         self,
         fut: F,
